@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from kbmigrate import db
 from kbmigrate.scripts import run_file
@@ -23,7 +24,11 @@ def state(conn: psycopg.Connection[Any]) -> str:
 def install(conn: psycopg.Connection[Any]) -> str:
     """Install the layer where auth.uid() is absent. Returns what was found before:
     ``absent`` (now installed), ``ours`` (left as is) or ``supabase`` (left untouched)."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("compat.install needs a connection outside any transaction")
     found = state(conn)
+    if not conn.autocommit:
+        conn.commit()  # ends only the read transaction that state() opened
     if found == "absent":
         run_file(conn, "compat/supabase.sql", statement_timeout="2min")
     return found

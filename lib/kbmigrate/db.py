@@ -28,9 +28,12 @@ def connect(target: Target, *, autocommit: bool = False, application_name: str =
 
 def classify_connect_error(target: Target, exc: psycopg.OperationalError) -> Exception:
     text = target.redact(str(exc)).strip()
-    last = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = last[-1] if last else "no answer"
-    reason = reason.removeprefix("FATAL:").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = "no answer"
+    for line in lines:  # libpq: 'connection to server at "h", port p failed: <why>'
+        if "failed:" in line:
+            reason = line.rsplit("failed:", 1)[1].strip() or reason
+    reason = reason.removeprefix("FATAL:").strip().rstrip(".")
     code = getattr(exc, "sqlstate", None)
     if code in ("28P01", "28000") or "password authentication failed" in text or "no password supplied" in text:
         return AuthenticationFailed(target=target.label, reason=reason)

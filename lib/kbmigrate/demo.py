@@ -110,7 +110,7 @@ def build(target: Target, name: str = "kbdemo", size_name: str = "small", seed: 
     steps = ["compat", "schema", "workspaces", "users", "memberships"]
     chunks = [(lo, min(lo + size.kb_chunk - 1, size.kb_rows)) for lo in range(1, size.kb_rows + 1, size.kb_chunk)]
     total = len(steps) + len(chunks) + 2
-    with db.connect(target.with_database(name)) as conn, \
+    with db.connect(target.with_database(name), autocommit=True) as conn, \
             tqdm(total=total, desc=f"demo-db {size_name}", unit="step", disable=not progress, leave=False) as bar:
         compat.install(conn)
         bar.update()
@@ -130,8 +130,6 @@ def build(target: Target, name: str = "kbdemo", size_name: str = "small", seed: 
         run_file(conn, "demo/05_legacy.sql", settings=settings)
         bar.update()
         run_file(conn, "demo/06_finish.sql", settings={"kbdemo.marker": marker(size_name, seed)})
-        conn.commit()
-        conn.autocommit = True
         bar.set_postfix_str("analyze")
         conn.execute("analyze")
         bar.update()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from kbmigrate.paths import read_sql
 
@@ -25,8 +26,11 @@ def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str
              statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT) -> int:
     """Execute ``sql/<relative>`` in its own transaction; return the rows the last statement touched.
 
-    ``settings`` become transaction-local custom settings (``current_setting('x.y')`` in the file).
+    The connection must be idle (best: autocommit), so the transaction is a real one, not a
+    savepoint inside someone else's. ``settings`` become transaction-local custom settings (``current_setting('x.y')`` in the file).
     """
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError(f"sql/{relative} must run in a transaction of its own; the connection is inside one")
     text = read_sql(relative)
     with conn.transaction():
         set_local_timeouts(conn, lock_timeout, statement_timeout)

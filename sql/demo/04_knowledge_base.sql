@@ -21,7 +21,7 @@ select pg_temp.uid('kb', j),
        end,
        case
          when j % 31 = 0 then null
-         when j % 97 = 0 then repeat(body || E'\n', 60)
+         when j % 97 = 0 then repeat(body || E'\n', 250)
          else body
        end,
        pg_temp.pick(array['icp', 'product', 'competitor', 'persona', 'general'], hh / 7),

@@ -1,0 +1,49 @@
+# kbmigrate — the two commands a newcomer runs: `make demo`, then `make test`.
+# Each creates or refreshes the virtual environment (.venv) itself, from pyproject.toml.
+
+SHELL := /bin/bash
+# The first Python >= 3.11 on PATH (override: make PYTHON=/path/to/python3.12 ...).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+             && { echo $$p; break; }; done)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SIZE   ?= small
+SEED   ?= 42
+
+.PHONY: help venv demo test lab server-stop clean
+
+help:
+	@echo "make demo   build the demo database on the embedded server (SIZE=small|medium|large, SEED=42)"
+	@echo "make test   run the whole test suite against a real PostgreSQL (embedded, or KBMIGRATE_TEST_DSN)"
+	@echo "make lab    open the runbook notebooks in JupyterLab"
+	@echo "make server-stop   stop the embedded server; make clean   remove .venv and local state"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 not found on PATH; install it or pass PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/kbmigrate demo-db --embedded --size $(SIZE) --seed $(SEED)
+	@echo
+	@echo "The runbook itself (kbmigrate run) is not built yet; the demo stops at the database above."
+
+test: venv
+	$(BIN)/python -m pytest
+
+lab: venv
+	$(BIN)/kbmigrate server start
+	cd notebooks && eval "$$(../$(BIN)/kbmigrate server env)" && ../$(BIN)/jupyter lab
+
+server-stop: venv
+	$(BIN)/kbmigrate server stop
+
+clean:
+	-$(BIN)/kbmigrate server stop
+	rm -rf $(VENV) .kbmigrate .pytest_cache

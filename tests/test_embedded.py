@@ -1,0 +1,35 @@
+"""The embedded server's life cycle, on a data directory of its own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+
+from kbmigrate.embedded import EmbeddedServer
+from kbmigrate.paths import STATE_DIR
+
+
+def test_start_stop_restart_keeps_data_and_port() -> None:
+    server = EmbeddedServer(STATE_DIR / f"test-lifecycle-{uuid.uuid4().hex[:8]}")
+    try:
+        info = server.ensure_running()
+        port = server.port()
+        assert port and f"port={port}" in info
+        with psycopg.connect(info, autocommit=True) as conn:
+            assert conn.execute("show listen_addresses").fetchone()[0] == "127.0.0.1"
+            assert int(conn.execute("show server_version_num").fetchone()[0]) >= 150000
+            conn.execute("create table kept (x int)")
+            if os.geteuid() == 0:  # PostgreSQL refuses root: the server runs as its own user
+                assert os.stat(server.pgdata).st_uid != 0
+        assert server.stop() is True
+        assert server.port() is None
+        assert server.stop() is False
+        again = server.ensure_running()
+        assert server.port() == port
+        with psycopg.connect(again) as conn:
+            assert conn.execute("select to_regclass('kept') is not null").fetchone()[0]
+    finally:
+        server.destroy()
+    assert not server.root.exists()
