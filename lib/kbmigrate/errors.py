@@ -59,3 +59,11 @@ class BadParameter(KbError):
 
 class SupabaseDetected(KbError):
     """{target} already has auth.uid(); the Supabase compatibility layer is only for plain PostgreSQL and was not installed."""
+
+
+class StepFailed(KbError):
+    """Step {step} stopped at change {change}: {reason}"""
+
+
+class CheckFailed(KbError):
+    """Check failed: {what}"""

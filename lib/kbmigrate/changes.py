@@ -1,0 +1,182 @@
+"""Apply the plan's changes: verify first (already done -> no-op), deploy, verify, ledger.
+
+Each change runs in one transaction with lock_timeout and statement_timeout, and its ledger row
+is written in that same transaction. A lock that cannot be had in time is retried a bounded
+number of times with backoff. ``notx`` changes (CREATE INDEX CONCURRENTLY) run outside a
+transaction and are ledgered right after, in a transaction that re-runs their verify.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from kbmigrate import db, ledger
+from kbmigrate.errors import StepFailed
+from kbmigrate.params import RunParams
+from kbmigrate.paths import read_sql
+from kbmigrate.plan import Change, sha256_text
+from kbmigrate.scripts import set_local_timeouts
+
+_INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
+
+
+@dataclass
+class Outcome:
+    change: str
+    outcome: str              # applied | noop | skipped
+    rows_affected: int | None
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def composed(change: Change, params: RunParams) -> str | sql.Composed:
+    """The deploy SQL, with identifiers filled by psycopg.sql.Identifier for template changes."""
+    text = read_sql(change.deploy)
+    if not change.has("template"):
+        return text
+    schema, table = params.membership_split
+    return sql.SQL(text).format(
+        membership_schema=sql.Identifier(schema), membership_table=sql.Identifier(table),
+        user_column=sql.Identifier(params.membership_user_column),
+        workspace_column=sql.Identifier(params.membership_workspace_column),
+        joined_column=sql.Identifier(params.membership_joined_column),
+    )
+
+
+def _begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str]) -> None:
+    set_local_timeouts(conn, params.lock_timeout, params.statement_timeout)
+    for name, value in settings.items():
+        conn.execute("select set_config(%s, %s, true)", (name, value))
+
+
+def error_text(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = (diag.message_primary if diag else None) or str(exc).strip().splitlines()[0]
+    return primary
+
+
+def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunParams,
+                  settings: dict[str, str]) -> tuple[bool, str]:
+    """Run the change's verify script in a transaction that is always rolled back."""
+    try:
+        with conn.transaction(force_rollback=True):
+            _begin(conn, params, settings)
+            conn.execute(read_sql(change.verify))
+        return True, ""
+    except psycopg.Error as exc:
+        return False, error_text(exc)
+
+
+def with_lock_retries(params: RunParams, what: str, attempt_fn: Any) -> Any:
+    """Call ``attempt_fn`` again when it fails on lock_timeout, with backoff, a bounded number of times."""
+    delay = 0.2
+    for attempt in range(params.lock_retries + 1):
+        try:
+            return attempt_fn()
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+            if attempt == params.lock_retries:
+                raise StepFailed(step=what.split("/")[0], change=what.split("/")[-1],
+                                 reason=f"could not get a lock within {params.lock_timeout} after "
+                                        f"{params.lock_retries + 1} tries ({error_text(exc)}); "
+                                        "find the blocking session (pg_stat_activity) and run again") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams) -> str | None:
+    """Why an optional change does not apply here (a legacy source), or None."""
+    if not change.has("optional"):
+        return None
+    if params.import_legacy is False:
+        return "import_legacy is false"
+    source = "legacy_" + change.name.removeprefix("import_legacy_") + "_data"
+    if db.scalar(conn, "select to_regclass(%s) is null", (f"public.{source}",)):
+        return f"table public.{source} does not exist"
+    return None
+
+
+def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str) -> Outcome:
+    """Apply one change (not a batched one) and return what happened. Raises StepFailed."""
+    started = time.monotonic()
+    settings = params.settings(run_id)
+    deploy = composed(change, params)
+    sha = sha256_text(read_sql(change.deploy))
+
+    def ledger_only(outcome: str, rows: int | None, detail: dict[str, Any]) -> Outcome:
+        if change.name != "ledger" and not ledger.exists(conn):
+            raise StepFailed(step=change.step, change=change.name, reason="the ledger does not exist; run 02_schema first")
+        with conn.transaction():
+            ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
+                          rows_affected=rows, outcome=outcome, detail=detail)
+        return Outcome(change.name, outcome, rows, time.monotonic() - started, detail)
+
+    reason = skip_reason(conn, change, params)
+    if reason:
+        return ledger_only("noop", 0, {"skipped": reason})
+    done, _ = verify_passes(conn, change, params, settings)
+    if done:
+        return ledger_only("noop", 0, {"already": "verify passed before deploy"})
+
+    try:
+        if change.has("notx"):
+            rows = with_lock_retries(params, f"{change.step}/{change.name}", lambda: _deploy_notx(conn, change, params, deploy))
+            with conn.transaction():
+                _begin(conn, params, settings)
+                conn.execute(read_sql(change.verify))
+                ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
+                              rows_affected=rows, outcome="applied", detail={"notx": True})
+        else:
+            def attempt() -> int:
+                with conn.transaction():
+                    _begin(conn, params, settings)
+                    count = conn.execute(deploy).rowcount
+                    conn.execute(read_sql(change.verify))
+                    ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
+                                  rows_affected=max(count, 0), outcome="applied")
+                    return max(count, 0)
+            rows = with_lock_retries(params, f"{change.step}/{change.name}", attempt)
+    except psycopg.Error as exc:
+        record_failure(conn, run_id, change, sha, exc)
+        raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
+    return Outcome(change.name, "applied", rows, time.monotonic() - started)
+
+
+def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParams,
+                 deploy: str | sql.Composed) -> int:
+    """Outside a transaction: drop an INVALID index of the same name (a failed earlier build), then build."""
+    text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
+    for name in _INDEX_NAME.findall(text):
+        invalid = db.scalar(conn, """select n.nspname from pg_index i join pg_class c on c.oid = i.indexrelid
+                                     join pg_namespace n on n.oid = c.relnamespace
+                                     where c.relname = %s and not i.indisvalid""", (name,))
+        if invalid:
+            conn.execute(sql.SQL("drop index concurrently if exists {}").format(sql.Identifier(invalid, name)))
+    conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                 (params.lock_timeout, "0"))  # a concurrent build may take long; it blocks no one
+    try:
+        conn.execute(deploy)
+    finally:
+        conn.execute("reset lock_timeout")
+        conn.execute("reset statement_timeout")
+    return 0
+
+
+def record_failure(conn: psycopg.Connection[Any], run_id: str, change: Change, sha: str, exc: psycopg.Error) -> None:
+    """Best effort, in a transaction of its own: the failed change itself was rolled back."""
+    try:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        if ledger.exists(conn):
+            with conn.transaction():
+                ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
+                              rows_affected=None, outcome="failed",
+                              detail={"sqlstate": getattr(exc, "sqlstate", None), "error": error_text(exc)})
+    except psycopg.Error:
+        pass

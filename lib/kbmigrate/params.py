@@ -1,0 +1,121 @@
+"""The runbook's parameters: validated once, passed to SQL as bound settings, never secrets."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbmigrate.errors import BadParameter
+from kbmigrate.paths import REPO_ROOT
+
+STRATEGIES = ("first_joined", "current_workspace")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_INTERVAL = re.compile(r"^\d+(ms|s|min|h)?$")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    membership_table: str = "public.workspace_members"
+    membership_user_column: str = "user_id"
+    membership_workspace_column: str = "workspace_id"
+    membership_joined_column: str = "joined_at"
+    backfill_strategy: str = "first_joined"
+    sections_file: str = "sql/data/default_sections.csv"
+    batch_size: int = 5000
+    import_legacy: bool | None = None      # None: yes when legacy tables exist
+    lock_timeout: str = "1s"
+    statement_timeout: str = "5min"
+    lock_retries: int = 5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "RunParams":
+        schema, table = self.membership_split
+        for name, value in (("membership_table schema", schema), ("membership_table", table),
+                            ("membership_user_column", self.membership_user_column),
+                            ("membership_workspace_column", self.membership_workspace_column),
+                            ("membership_joined_column", self.membership_joined_column)):
+            if not _IDENT.match(value):
+                raise BadParameter(name=name, reason=f"{value!r} is not a plain SQL identifier")
+        if self.backfill_strategy not in STRATEGIES:
+            raise BadParameter(name="backfill_strategy",
+                               reason=f"{self.backfill_strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 1_000_000:
+            raise BadParameter(name="batch_size", reason=f"{self.batch_size!r} is not a whole number from 1 to 1000000")
+        for name in ("lock_timeout", "statement_timeout"):
+            if not _INTERVAL.match(str(getattr(self, name))):
+                raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
+        self.sections()
+        return self
+
+    @property
+    def membership_split(self) -> tuple[str, str]:
+        parts = self.membership_table.split(".")
+        if len(parts) == 1:
+            return "public", parts[0]
+        if len(parts) == 2:
+            return parts[0], parts[1]
+        raise BadParameter(name="membership_table", reason=f"{self.membership_table!r} is not [schema.]table")
+
+    def sections_path(self) -> Path:
+        path = Path(self.sections_file)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def sections(self) -> list[dict[str, Any]]:
+        """The default sections, from the sections file (CSV: name, description, display_order, icon)."""
+        path = self.sections_path()
+        try:
+            with path.open(encoding="utf-8", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        except OSError as exc:
+            raise BadParameter(name="sections_file", reason=f"cannot read {path}: {exc.strerror}") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise BadParameter(name="sections_file", reason=f"{path} is not a CSV file: {exc}") from None
+        need = ["name", "description", "display_order", "icon"]
+        if not rows or set(need) - set(rows[0].keys()):
+            raise BadParameter(name="sections_file", reason=f"{path} needs the columns {', '.join(need)}")
+        out, seen = [], set()
+        for i, row in enumerate(rows, 2):
+            name = (row.get("name") or "").strip()
+            order = (row.get("display_order") or "").strip()
+            if not name or not order.isdigit() or None in row.values():
+                raise BadParameter(name="sections_file", reason=f"{path} line {i}: needs a name and a whole-number display_order")
+            if name in seen:
+                raise BadParameter(name="sections_file", reason=f"{path} line {i}: section {name!r} twice")
+            seen.add(name)
+            out.append({"name": name, "description": row["description"].strip() or None,
+                        "display_order": int(order), "icon": (row.get("icon") or "").strip() or None})
+        return out
+
+    def settings(self, run_id: str) -> dict[str, str]:
+        """Transaction-local settings every step file may read with current_setting()."""
+        schema, table = self.membership_split
+        return {
+            "kbmigrate.run_id": run_id,
+            "kbmigrate.strategy": self.backfill_strategy,
+            "kbmigrate.membership_schema": schema,
+            "kbmigrate.membership_table": table,
+            "kbmigrate.user_column": self.membership_user_column,
+            "kbmigrate.workspace_column": self.membership_workspace_column,
+            "kbmigrate.joined_column": self.membership_joined_column,
+            "kbmigrate.sections": json.dumps(self.sections()),
+            "kbmigrate.batch_size": str(self.batch_size),
+            "kbmigrate.after_id": "00000000-0000-0000-0000-000000000000",
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "RunParams":
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadParameter(name="parameter", reason=f"unknown: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**values).validate()
+

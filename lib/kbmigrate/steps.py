@@ -1,0 +1,23 @@
+"""Apply every change of one notebook step, in plan order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from kbmigrate import backfill, changes
+from kbmigrate.changes import Outcome
+from kbmigrate.params import RunParams
+from kbmigrate.plan import for_step
+
+
+def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_id: str,
+               *, progress: bool = True) -> list[Outcome]:
+    done: list[Outcome] = []
+    for change in for_step(step):
+        if change.has("batched"):
+            done.append(backfill.run(conn, change, params, run_id, progress=progress))
+        else:
+            done.append(changes.apply(conn, change, params, run_id))
+    return done
