@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import psycopg
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kbmigrate import db, ledger
 from kbmigrate.changes import Outcome, _begin, error_text, record_failure, verify_passes, with_lock_retries

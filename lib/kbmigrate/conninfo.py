@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import Conninfo
 
 from kbmigrate.errors import BadParameter
 
@@ -92,6 +93,19 @@ def redact(text: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def libpq_env(target: Target) -> dict[str, str]:
+    """The target as libpq environment variables (PGHOST, PGPORT, ..., PGPASSWORD if given), for a
+    child process: a notebook kernel, pg_dump. Secrets travel only in the environment."""
+    env: dict[str, str] = {}
+    if not target.conninfo:
+        return env
+    names = {opt.keyword.decode(): opt.envvar.decode() for opt in Conninfo.get_defaults() if opt.envvar}
+    for key, value in conninfo_to_dict(target.conninfo).items():
+        if key in names and value is not None:
+            env[names[key]] = str(value)
+    return env
 
 
 def resolve(dsn: str | None = None, *, embedded: bool = False) -> Target:

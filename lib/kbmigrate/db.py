@@ -72,3 +72,4 @@ def create_database(conn: psycopg.Connection[Any], name: str, *, template: str |
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     """DROP DATABASE ... WITH (FORCE) (needs an autocommit connection)."""
     conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+

@@ -1,0 +1,83 @@
+"""What the runbook notebooks share: connect, apply a step, query into tables, check.
+
+A notebook stays thin: its parameters cell, then ``kb = nb.start("02_schema", globals())``,
+then one cell per action. The connection comes from the environment (the libpq settings that
+``kbmigrate run`` or ``make lab`` set), never from a parameter, so no secret is ever written
+into a notebook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from kbmigrate import conninfo, db, ledger
+from kbmigrate.errors import CheckFailed
+from kbmigrate.params import RunParams
+from kbmigrate.paths import read_sql
+from kbmigrate.steps import apply_step
+
+PARAM_NAMES = tuple(RunParams().as_dict())
+
+
+def default_run_id() -> str:
+    """For hand-stepping in JupyterLab: one id per person per day."""
+    return f"manual-{dt.datetime.now(dt.UTC):%Y%m%d}-{getpass.getuser()}"
+
+
+class Step:
+    def __init__(self, step: str, run_id: str, params: RunParams) -> None:
+        self.step = step
+        self.run_id = run_id or default_run_id()
+        self.params = params
+        self.target = conninfo.resolve()
+        self.conn: psycopg.Connection[Any] = db.connect(
+            self.target, autocommit=True, application_name=f"kbmigrate {step} {self.run_id}"[:63])
+
+    def __repr__(self) -> str:
+        return f"<step {self.step} of run {self.run_id} on {self.target.label}>"
+
+    def info(self) -> pd.DataFrame:
+        return pd.DataFrame([{
+            "step": self.step, "run_id": self.run_id, "database": self.target.label,
+            "server": db.server_version(self.conn), "as user": db.scalar(self.conn, "select current_user"),
+            "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        }])
+
+    def apply(self, *, progress: bool = True) -> pd.DataFrame:
+        """Apply every change of this step (sql/plan.txt) and show what happened to each."""
+        done = apply_step(self.conn, self.step, self.params, self.run_id, progress=progress)
+        return pd.DataFrame([{"change": o.change, "outcome": o.outcome, "rows": o.rows_affected,
+                              "seconds": round(o.seconds, 3),
+                              "note": o.detail.get("skipped") or o.detail.get("already") or ""} for o in done])
+
+    def query(self, source: str, params: Any = None) -> pd.DataFrame:
+        """A query (or ``report/x.sql`` under sql/) as a table."""
+        text = read_sql(source) if source.endswith(".sql") else source
+        return pd.DataFrame(db.rows(self.conn, text, params))
+
+    def scalar(self, query: str, params: Any = None) -> Any:
+        return db.scalar(self.conn, query, params)
+
+    def ledger(self) -> pd.DataFrame:
+        return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
+
+
+def start(step: str, namespace: dict[str, Any]) -> Step:
+    """Open a step from the notebook's parameters (taken from its globals)."""
+    values = {k: namespace[k] for k in PARAM_NAMES if k in namespace}
+    return Step(step, str(namespace.get("run_id") or ""), RunParams.from_mapping(values))
+
+
+def check(ok: bool, what: str, offending: pd.DataFrame | None = None, *, show: int = 10) -> None:
+    """Stop the run when ``ok`` is false: raise CheckFailed naming the check and the first rows at fault."""
+    if ok:
+        return
+    if offending is not None and len(offending):
+        sample = offending.head(show).to_string(index=False, max_colwidth=40)
+        what = f"{what} ({len(offending)} rows; first {min(show, len(offending))}:\n{sample})"
+    raise CheckFailed(what=what)

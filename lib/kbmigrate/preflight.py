@@ -1,0 +1,127 @@
+"""Preflight: compare the database with what the runbook expects, and say GO or NO-GO.
+
+Reads only; changes nothing (not even the ledger). Each check gives one row: the check,
+GO / NO-GO / INFO, and what was found.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from kbmigrate import db
+from kbmigrate.params import RunParams
+from kbmigrate.paths import REPO_ROOT, read_sql
+
+MIN_SERVER = 150000  # PostgreSQL 15: ON DELETE SET NULL (column), security_invoker views
+
+# What the spec's "database before" requires: table -> {column: accepted types}.
+EXPECTED: dict[str, dict[str, tuple[str, ...]]] = {
+    "workspaces": {"id": ("uuid",), "name": ("text", "character varying"), "is_active": ("boolean",)},
+    "users": {"id": ("uuid",), "current_workspace_id": ("uuid",)},
+    "knowledge_base": {"id": ("uuid",), "title": ("text", "character varying"), "content": ("text",),
+                       "metadata": ("jsonb",), "created_by": ("uuid",), "created_at": ("timestamp with time zone",),
+                       "updated_at": ("timestamp with time zone",)},
+}
+OPTIONAL_KB = {"workspace_id": ("uuid",), "is_shared": ("boolean",), "section_id": ("uuid",)}
+SECTIONS = {"id": ("uuid",), "workspace_id": ("uuid",), "name": ("text", "character varying"), "description": ("text",),
+            "display_order": ("integer", "smallint", "bigint"), "icon": ("text", "character varying"),
+            "is_active": ("boolean",), "created_at": ("timestamp with time zone",),
+            "updated_at": ("timestamp with time zone",)}
+
+
+def _row(check: str, ok: bool | None, detail: str) -> dict[str, str]:
+    return {"check": check, "status": "INFO" if ok is None else ("GO" if ok else "NO-GO"), "detail": detail}
+
+
+def _columns(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for r in db.rows(conn, read_sql("report/preflight_columns.sql"), {"schema": schema, "tables": tables}):
+        out.setdefault(r["table_name"], {})[r["column_name"]] = r["data_type"]
+    return out
+
+
+def _shape(table: str, have: dict[str, str] | None, want: dict[str, tuple[str, ...]]) -> tuple[bool, str]:
+    if have is None:
+        return False, "table missing"
+    problems = [f"{c} missing" for c in want if c not in have]
+    problems += [f"{c} is {have[c]}, expected {' or '.join(t)}" for c, t in want.items() if c in have and have[c] not in t]
+    return (not problems), ("; ".join(problems) or f"{len(have)} columns as expected")
+
+
+def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds: float = 60.0,
+           backup_dir: Path = REPO_ROOT / "backups") -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    version = int(db.scalar(conn, "show server_version_num"))
+    rows.append(_row("server version", version >= MIN_SERVER,
+                     f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))
+    rows.append(_row("Supabase auth", bool(db.scalar(conn, "select to_regprocedure('auth.uid()') is not null")),
+                     "auth.uid() " + ("present" if db.scalar(conn, "select to_regprocedure('auth.uid()') is not null")
+                                      else "missing: not a Supabase database (kbmigrate compat adds a stand-in)")))
+    roles = {r["rolname"] for r in db.rows(conn, "select rolname from pg_roles where rolname in ('anon','authenticated','service_role')")}
+    rows.append(_row("API roles", len(roles) == 3, ", ".join(sorted(roles)) or "none of anon, authenticated, service_role"))
+
+    cols = _columns(conn, "public", [*EXPECTED, "knowledge_base_sections"])
+    for table, want in EXPECTED.items():
+        ok, detail = _shape(table, cols.get(table), want)
+        if table == "knowledge_base" and table not in cols:
+            similar = db.rows(conn, "select string_agg(relname, ', ') as names from pg_class c join pg_namespace n "
+                                    "on n.oid = c.relnamespace where n.nspname = 'public' and relkind = 'r' "
+                                    "and relname ilike '%%knowledge%%'")[0]["names"]
+            if similar:
+                detail += f" (found instead: {similar}; the runbook only migrates public.knowledge_base)"
+        rows.append(_row(f"table public.{table}", ok, detail))
+    if "knowledge_base" in cols:
+        wrong = [f"{c} is {cols['knowledge_base'][c]}" for c, t in OPTIONAL_KB.items()
+                 if c in cols["knowledge_base"] and cols["knowledge_base"][c] not in t]
+        present = [c for c in OPTIONAL_KB if c in cols["knowledge_base"]]
+        rows.append(_row("knowledge_base new columns", not wrong,
+                         "; ".join(wrong) or (f"already there: {', '.join(present)}" if present else "none yet (added by 02_schema)")))
+    if "knowledge_base_sections" in cols:
+        ok, detail = _shape("knowledge_base_sections", cols["knowledge_base_sections"], SECTIONS)
+        rows.append(_row("table public.knowledge_base_sections", ok, "exists; " + detail))
+    else:
+        rows.append(_row("table public.knowledge_base_sections", None, "absent (created by 02_schema)"))
+
+    schema, table = params.membership_split
+    mcols = _columns(conn, schema, [table]).get(table)
+    want = {params.membership_user_column: ("uuid",), params.membership_workspace_column: ("uuid",),
+            params.membership_joined_column: ("timestamp with time zone", "timestamp without time zone")}
+    ok, detail = _shape(table, mcols, want)
+    rows.append(_row(f"membership table {schema}.{table}", ok, detail))
+
+    privileges = db.rows(conn, """
+        select (select rolsuper from pg_roles where rolname = current_user) as superuser,
+               coalesce((select pg_has_role(current_user, c.relowner, 'usage') from pg_class c
+                         where c.oid = to_regclass('public.knowledge_base')), false) as owns_kb,
+               has_database_privilege(current_database(), 'create') as can_create_schema""")[0]
+    rows.append(_row("privileges", bool(privileges["superuser"] or (privileges["owns_kb"] and privileges["can_create_schema"])),
+                     f"superuser={privileges['superuser']}, owns knowledge_base={privileges['owns_kb']}, "
+                     f"create schema={privileges['can_create_schema']}"))
+
+    relations = [f"public.{t}" for t in ("knowledge_base", "knowledge_base_sections", "workspaces")
+                 if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
+    busy = db.rows(conn, read_sql("report/preflight_activity.sql"), {"relations": relations, "threshold": long_tx_seconds})
+    rows.append(_row("long transactions and locks", not busy,
+                     "none" if not busy else "; ".join(f"pid {b['pid']} ({b['application_name'] or b['db_user']}, "
+                                                       f"open {b['transaction_age']}, locks: {b['locks_on_targets'] or '-'})"
+                                                       for b in busy[:5])))
+
+    size = int(db.scalar(conn, "select pg_database_size(current_database())"))
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(backup_dir).free
+    rows.append(_row("disk room for the backup", free > size * 1.2,
+                     f"database {size / 2**20:,.0f} MiB, free in {backup_dir.name}/ {free / 2**30:,.1f} GiB "
+                     "(a custom-format dump is smaller than the database; 1.2x is the margin)"))
+
+    if "knowledge_base" in cols:
+        counts = db.rows(conn, "select count(*) as n from public.knowledge_base")[0]["n"]
+        rows.append(_row("knowledge_base rows", None, f"{counts:,}"))
+    return rows
+
+
+def go(rows: list[dict[str, str]]) -> bool:
+    return all(r["status"] != "NO-GO" for r in rows)

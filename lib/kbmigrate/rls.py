@@ -1,0 +1,48 @@
+"""Acting as a user the way the Supabase API does, inside a transaction that is always rolled back.
+
+PostgREST runs each request as ``set local role authenticated`` (or ``anon``) with the JWT claims
+in ``request.jwt.claims``; RLS then applies. Testing as the table owner proves nothing: RLS does
+not apply to the owner (the original package's mistake).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
+
+API_ROLES = ("anon", "authenticated", "service_role")
+
+
+@contextmanager
+def acting_as(conn: psycopg.Connection[Any], user_id: uuid.UUID | str | None,
+              role: str = "authenticated") -> Iterator[psycopg.Connection[Any]]:
+    """Everything inside runs as ``role`` with ``sub = user_id``, and is rolled back at the end."""
+    if role not in API_ROLES:
+        raise ValueError(f"role must be one of {API_ROLES}")
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("acting_as needs a connection outside any transaction (settings would outlive a savepoint)")
+    claims: dict[str, str] = {"role": role}
+    if user_id is not None:
+        claims["sub"] = str(user_id)
+    with conn.transaction(force_rollback=True):
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        yield conn
+
+
+def attempt(conn: psycopg.Connection[Any], query: str, params: Any = None) -> int | str:
+    """Run one write in a savepoint: the rows it touched, or 'refused' when RLS rejects it."""
+    try:
+        with conn.transaction():
+            return max(conn.execute(query, params).rowcount, 0)
+    except psycopg.errors.InsufficientPrivilege:
+        return "refused"
+    except psycopg.errors.CheckViolation:
+        return "refused"

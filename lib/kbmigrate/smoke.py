@@ -1,0 +1,132 @@
+"""Smoke tests: isolation proved by acting as real users, against sets computed as the admin.
+
+The expected sets are computed straight from the app's own tables (the membership table named
+by the parameters, knowledge_base.is_shared/workspace_id) with plain queries, independent of the
+policies and of the kb_private helper they call.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from kbmigrate import db
+from kbmigrate.params import RunParams
+from kbmigrate.rls import acting_as, attempt
+
+
+@dataclass(frozen=True)
+class Subject:
+    label: str
+    user_id: uuid.UUID | None
+    role: str = "authenticated"
+
+
+def memberships(conn: psycopg.Connection[Any], params: RunParams) -> dict[uuid.UUID, set[uuid.UUID]]:
+    schema, table = params.membership_split
+    q = sql.SQL("select {u} as user_id, {w} as workspace_id from {t}").format(
+        u=sql.Identifier(params.membership_user_column), w=sql.Identifier(params.membership_workspace_column),
+        t=sql.Identifier(schema, table))
+    out: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for r in db.rows(conn, q):
+        out.setdefault(r["user_id"], set()).add(r["workspace_id"])
+    return out
+
+
+def subjects(conn: psycopg.Connection[Any], params: RunParams, *, all_up_to: int = 50, sample: int = 25,
+             seed: int = 1) -> list[Subject]:
+    """A member of every workspace (all of them up to ``all_up_to``, else a seeded sample), the user
+    with the most workspaces, a signed-in user with none, and anon."""
+    member_of = memberships(conn, params)
+    by_ws: dict[uuid.UUID, uuid.UUID] = {}
+    for user, wss in sorted(member_of.items()):
+        for ws in wss:
+            by_ws.setdefault(ws, user)
+    workspaces = sorted(by_ws)
+    if len(workspaces) > all_up_to:
+        workspaces = sorted(random.Random(seed).sample(workspaces, sample))
+    out = [Subject(f"member of {str(ws)[:8]}", by_ws[ws]) for ws in workspaces]
+    if member_of:
+        most = max(sorted(member_of), key=lambda u: len(member_of[u]))
+        out.append(Subject(f"member of {len(member_of[most])} workspaces", most))
+    loner = db.scalar(conn, "select id from auth.users where id <> all(%s) order by id limit 1", (list(member_of),))
+    out.append(Subject("signed in, no workspace", loner or uuid.uuid4()))
+    out.append(Subject("anon", None, "anon"))
+    return out
+
+
+def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dict[str, Any]:
+    """What ``who`` can read and write, against what they should."""
+    member_of = memberships(conn, params).get(who.user_id, set()) if who.user_id else set()
+    if who.role == "anon":
+        member_of = set()
+    expected_kb = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base where is_shared or workspace_id = any(%s)",
+                                             (list(member_of),))} if who.role == "authenticated" else set()
+    expected_sections = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base_sections where workspace_id = any(%s)",
+                                                   (list(member_of),))} if who.role == "authenticated" else set()
+    quarantined = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base where workspace_id is null and not is_shared")}
+    other_ws = db.scalar(conn, "select id from public.workspaces where id <> all(%s) order by id limit 1", (list(member_of),))
+    own_ws = min(member_of) if member_of else None
+    own_section = db.scalar(conn, "select id from public.knowledge_base_sections where workspace_id = %s order by id limit 1",
+                            (own_ws,)) if own_ws else None
+    shared_id = db.scalar(conn, "select id from public.knowledge_base where is_shared order by id limit 1")
+
+    r: dict[str, Any] = {"user": who.label, "role": who.role, "workspaces": len(member_of)}
+    with acting_as(conn, who.user_id, who.role):
+        seen = {x["id"] for x in db.rows(conn, "select id from public.knowledge_base")}
+        seen_sections = {x["id"] for x in db.rows(conn, "select id from public.knowledge_base_sections")}
+        view_ws = {x["workspace_id"] for x in db.rows(conn, "select workspace_id from public.vw_workspace_sections")} \
+            if who.role == "authenticated" else set()
+        r["reads"] = len(seen)
+        r["expected"] = len(expected_kb)
+        r["leaked"] = sorted(seen - expected_kb)
+        r["missing"] = sorted(expected_kb - seen)
+        r["sections_ok"] = seen_sections == expected_sections
+        r["view_ok"] = view_ws <= member_of
+        r["quarantine_hidden"] = not (seen & quarantined)
+        r["shared_readable"] = who.role != "authenticated" or shared_id is None or shared_id in seen
+        if own_ws:
+            created = attempt(conn, "insert into public.knowledge_base (title, content, workspace_id, section_id) "
+                                    "values ('smoke test', 'x', %s, %s)", (own_ws, own_section))
+            own_row = db.scalar(conn, "select id from public.knowledge_base where workspace_id = %s order by id limit 1", (own_ws,))
+            r["create_own"] = created == 1
+            r["edit_own"] = attempt(conn, "update public.knowledge_base set title = title || ' (edited)' where id = %s", (own_row,)) == 1
+            r["move_out_refused"] = attempt(conn, "update public.knowledge_base set workspace_id = %s, section_id = null where id = %s",
+                                            (other_ws, own_row)) in ("refused", 0)
+        else:
+            r["create_own"] = r["edit_own"] = r["move_out_refused"] = None
+        r["insert_other_refused"] = attempt(conn, "insert into public.knowledge_base (title, workspace_id) values ('x', %s)",
+                                            (other_ws,)) == "refused"
+        r["insert_shared_refused"] = attempt(conn, "insert into public.knowledge_base (title, is_shared) values ('x', true)") == "refused"
+        r["update_other_0"] = attempt(conn, "update public.knowledge_base set title = 'x' where workspace_id = %s", (other_ws,)) in (0, "refused")
+        r["delete_other_0"] = attempt(conn, "delete from public.knowledge_base where workspace_id = %s", (other_ws,)) in (0, "refused")
+        r["shared_readonly"] = (attempt(conn, "update public.knowledge_base set title = 'x' where is_shared") in (0, "refused")
+                                and attempt(conn, "delete from public.knowledge_base where is_shared") in (0, "refused"))
+        r["section_other_refused"] = attempt(conn, "insert into public.knowledge_base_sections (workspace_id, name) values (%s, 'smoke')",
+                                             (other_ws,)) == "refused"
+    checks = [k for k, v in r.items() if isinstance(v, bool)]
+    r["pass"] = not r["leaked"] and not r["missing"] and all(r[k] for k in checks)
+    return r
+
+
+def app_queries(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    """The app's existing queries and an insert that names none of the new columns, as the table
+    owner and as service_role; all rolled back."""
+    out = []
+    for role in (None, "service_role"):
+        with conn.transaction(force_rollback=True):
+            if role:
+                conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+            listed = len(db.rows(conn, "select id, title, content, metadata, created_by, created_at, updated_at "
+                                       "from public.knowledge_base order by created_at desc limit 20"))
+            inserted = attempt(conn, "insert into public.knowledge_base (title, content, metadata) values ('app insert', 'x', '{}')")
+            updated = attempt(conn, "update public.knowledge_base set content = content where id = "
+                                    "(select id from public.knowledge_base order by created_at desc limit 1)")
+            out.append({"as": role or "table owner", "list newest 20": listed, "insert without new columns": inserted,
+                        "update": updated, "pass": listed > 0 and inserted == 1 and updated == 1})
+    return out
