@@ -9,9 +9,11 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from kbmigrate import __version__, compat, conninfo, db, demo
+from kbmigrate import __version__, compat, conninfo, db, demo, runner, summary
 from kbmigrate.embedded import EmbeddedServer, bin_dir
-from kbmigrate.errors import KbError
+from kbmigrate.errors import BadParameter, KbError
+from kbmigrate.params import RunParams
+from kbmigrate.paths import REPO_ROOT
 
 
 def _target_options() -> argparse.ArgumentParser:
@@ -84,6 +86,43 @@ def cmd_demo_db(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- run --------------------------------------------------------------------------------------
+def _parse_params(pairs: list[str]) -> RunParams:
+    fields = RunParams.__dataclass_fields__
+    values: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields or name == "extra":
+            known = ", ".join(k for k in fields if k != "extra")
+            raise BadParameter(name="-p", reason=f"{pair!r} is not NAME=VALUE with NAME one of {known}")
+        kind = str(fields[name].type)
+        if "int" in kind and "bool" not in kind:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise BadParameter(name=name, reason=f"{raw!r} is not a whole number") from None
+        elif "bool" in kind:
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "yes", "no", "auto", "none"):
+                raise BadParameter(name=name, reason=f"{raw!r} is not true, false or auto")
+            values[name] = None if lowered in ("auto", "none") else lowered in ("true", "yes")
+        else:
+            values[name] = raw
+    return RunParams.from_mapping(values)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = _parse_params(args.param or [])
+    target = _target(args)
+    manifest = runner.run(target, params, run_id=args.run_id, from_step=args.from_step, only=args.only,
+                          progress=not args.no_progress)
+    folder = runner.RUNS_DIR / manifest["run_id"]
+    print(summary.render(target, manifest))
+    print(f"run {manifest['run_id']} {manifest['status']}: evidence in {folder.relative_to(REPO_ROOT)}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbmigrate",
@@ -111,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo_db)
+
+    p = sub.add_parser("run", parents=[target], help="run the runbook notebooks headlessly and archive them",
+                       description="Execute notebooks/00_preflight ... 06_smoke_tests in order with papermill. Each "
+                                   "executed notebook and a manifest.json go to runs/<run_id>/. Stops at the first "
+                                   "failed step with one line: the step, the failed check, the evidence notebook.")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="a runbook parameter, e.g. -p batch_size=2000 -p backfill_strategy=current_workspace "
+                        "-p membership_table=public.workspace_accounts -p membership_joined_column=created_at "
+                        "-p import_legacy=false (repeatable)")
+    p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix); must be new")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--from", dest="from_step", metavar="STEP", help="start at this step (e.g. 03 or backfill) to resume")
+    g.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",
                        description="Roles anon/authenticated/service_role, schema auth with auth.users, auth.uid(), "

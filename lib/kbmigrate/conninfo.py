@@ -121,5 +121,8 @@ def resolve(dsn: str | None = None, *, embedded: bool = False) -> Target:
     if embedded:
         from kbmigrate.embedded import EmbeddedServer
 
-        return Target(EmbeddedServer().ensure_running(), "embedded", known_secrets())
+        from kbmigrate.demo import DEFAULT_NAME
+
+        server = EmbeddedServer().ensure_running()
+        return Target(server, "embedded", known_secrets()).with_database(DEFAULT_NAME)
     return Target("", "libpq", known_secrets())

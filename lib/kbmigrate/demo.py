@@ -20,6 +20,7 @@ from kbmigrate.errors import BadParameter, NotADemoDatabase
 from kbmigrate.scripts import run_file
 
 MARKER_PREFIX = "kbmigrate demo database"
+DEFAULT_NAME = "kbdemo"  # the demo database; what --embedded connects to
 LEGACY_TABLES = ("legacy_icp_data", "legacy_product_data", "legacy_competitor_data", "legacy_persona_data")
 
 
@@ -90,7 +91,7 @@ def is_demo(admin: psycopg.Connection[Any], name: str) -> bool:
     return bool(comment and str(comment).startswith(MARKER_PREFIX))
 
 
-def build(target: Target, name: str = "kbdemo", size_name: str = "small", seed: int = 42,
+def build(target: Target, name: str = DEFAULT_NAME, size_name: str = "small", seed: int = 42,
           *, progress: bool = True) -> dict[str, Any]:
     """(Re)create database ``name`` on the target's server and fill it. Returns row counts.
 
@@ -99,7 +100,8 @@ def build(target: Target, name: str = "kbdemo", size_name: str = "small", seed: 
     size = size_named(size_name)
     if seed < 0:
         raise BadParameter(name="--seed", reason="must be a non-negative integer")
-    with db.connect(target, autocommit=True) as admin:
+    server = target.with_database("postgres") if target.source == "embedded" else target
+    with db.connect(server, autocommit=True) as admin:
         if db.database_exists(admin, name):
             if not is_demo(admin, name):
                 raise NotADemoDatabase(database=name)
@@ -110,7 +112,7 @@ def build(target: Target, name: str = "kbdemo", size_name: str = "small", seed: 
     steps = ["compat", "schema", "workspaces", "users", "memberships"]
     chunks = [(lo, min(lo + size.kb_chunk - 1, size.kb_rows)) for lo in range(1, size.kb_rows + 1, size.kb_chunk)]
     total = len(steps) + len(chunks) + 2
-    with db.connect(target.with_database(name), autocommit=True) as conn, \
+    with db.connect(server.with_database(name), autocommit=True) as conn, \
             tqdm(total=total, desc=f"demo-db {size_name}", unit="step", disable=not progress, leave=False) as bar:
         compat.install(conn)
         bar.update()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from kbmigrate import conninfo, db, ledger
 from kbmigrate.errors import CheckFailed
@@ -55,9 +56,9 @@ class Step:
                               "seconds": round(o.seconds, 3),
                               "note": o.detail.get("skipped") or o.detail.get("already") or ""} for o in done])
 
-    def query(self, source: str, params: Any = None) -> pd.DataFrame:
+    def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:
         """A query (or ``report/x.sql`` under sql/) as a table."""
-        text = read_sql(source) if source.endswith(".sql") else source
+        text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
         return pd.DataFrame(db.rows(self.conn, text, params))
 
     def scalar(self, query: str, params: Any = None) -> Any:

@@ -1,0 +1,197 @@
+"""``kbmigrate run``: execute the runbook notebooks in order with papermill, and archive them.
+
+Each executed notebook goes to runs/<run_id>/, with runs/<run_id>/manifest.json describing the
+run. The connection reaches the notebook kernels through libpq environment variables only, so
+no secret is ever a notebook parameter. The first failed step stops the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets as pysecrets
+import subprocess
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import KernelManager
+import papermill
+from papermill.exceptions import PapermillExecutionError
+
+from kbmigrate import db, plan
+from kbmigrate.conninfo import Target, libpq_env
+from kbmigrate.errors import BadParameter, KbError
+from kbmigrate.params import RunParams
+from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
+
+RUNS_DIR = REPO_ROOT / "runs"
+LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
+              "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
+
+
+class IpcKernelManager(KernelManager):
+    """Kernels talk over local sockets (IPC), not TCP: nothing listens on the network."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(transport="ipc", **kwargs)
+
+
+class RunFailed(KbError):
+    """Step {step} failed: {reason}. Evidence: {evidence}"""
+
+
+class SecretInArtifact(KbError):
+    """A secret was found in {path}; the file was removed instead of archived. Report this as a bug."""
+
+
+def new_run_id() -> str:
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def git_commit() -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def select_steps(from_step: str | None, only: list[str] | None) -> list[str]:
+    def resolve(name: str) -> str:
+        matches = [s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
+        if len(matches) != 1:
+            raise BadParameter(name="step", reason=f"{name!r} is not one of {', '.join(plan.STEPS)}")
+        return matches[0]
+
+    if only:
+        wanted = {resolve(n) for n in only}
+        return [s for s in plan.STEPS if s in wanted]
+    if from_step:
+        first = resolve(from_step)
+        return list(plan.STEPS[plan.STEPS.index(first):])
+    return list(plan.STEPS)
+
+
+@contextmanager
+def kernel_environment(target: Target) -> Iterator[None]:
+    """The kernels inherit this process's environment: point libpq at the target for the run."""
+    saved = {k: os.environ.get(k) for k in LIBPQ_VARS}
+    try:
+        if target.conninfo:
+            for k in LIBPQ_VARS:
+                os.environ.pop(k, None)
+        os.environ.update(libpq_env(target))
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if any(s and len(s) >= 4 and s in text for s in secrets):
+        path.unlink()
+        raise SecretInArtifact(path=path.relative_to(REPO_ROOT))
+
+
+def _failure_reason(exc: PapermillExecutionError) -> str:
+    value = (exc.evalue or exc.ename or "error").strip()
+    value = value.removeprefix("Check failed: ")
+    return f"{exc.ename}: {value}" if exc.ename not in ("CheckFailed", "StepFailed") else value
+
+
+def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
+        only: list[str] | None = None, progress: bool = True, echo: Any = print) -> dict[str, Any]:
+    params.validate()
+    run_id = run_id or new_run_id()
+    if not run_id.replace("-", "").replace("_", "").isalnum():
+        raise BadParameter(name="--run-id", reason="use letters, digits, - and _ only")
+    folder = RUNS_DIR / run_id
+    if folder.exists():
+        raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
+    steps = select_steps(from_step, only)
+
+    with db.connect(target, autocommit=True) as conn:
+        manifest: dict[str, Any] = {
+            "run_id": run_id, "started_at": utc_now(), "ended_at": None, "status": "running",
+            "target": {"host": conn.info.host, "port": conn.info.port, "database": conn.info.dbname,
+                       "user": conn.info.user, "source": target.source},
+            "server_version": db.server_version(conn), "git_commit": git_commit(),
+            "parameters": params.as_dict(), "steps": [], "sql_files": plan.sql_files_used(),
+        }
+    folder.mkdir(parents=True)
+    write_manifest(folder, manifest, target)
+    failure: RunFailed | None = None
+    with kernel_environment(target):
+        for step in steps:
+            source = NOTEBOOK_DIR / f"{step}.ipynb"
+            out = folder / f"{step}.ipynb"
+            entry: dict[str, Any] = {"notebook": str(out.relative_to(REPO_ROOT)), "status": "running", "start": utc_now()}
+            manifest["steps"].append(entry)
+            t0 = time.monotonic()
+            echo(f"▶ {step} …")
+            try:
+                papermill.execute_notebook(
+                    str(source), str(out), parameters={"run_id": run_id, **params.as_dict()},
+                    kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
+                    request_save_on_cell_execute=True, kernel_manager_class=IpcKernelManager,
+                )
+                entry["status"] = "succeeded"
+            except PapermillExecutionError as exc:
+                entry["status"] = "failed"
+                entry["error"] = target.redact(_failure_reason(exc))
+                failure = RunFailed(step=step, reason=entry["error"], evidence=out.relative_to(REPO_ROOT))
+            entry["end"] = utc_now()
+            entry["seconds"] = round(time.monotonic() - t0, 2)
+            if out.exists():
+                scan_for_secrets(out, target.secrets)
+                entry["sha256"] = sha256_file(out)
+            echo(f"  {entry['status']} in {entry['seconds']} s → {entry['notebook']}")
+            backup = REPO_ROOT / "backups" / run_id / "backup.json"
+            if backup.exists():
+                manifest["backup"] = json.loads(backup.read_text())
+            write_manifest(folder, manifest, target)
+            if failure:
+                break
+    manifest["ended_at"] = utc_now()
+    manifest["status"] = "failed" if failure else "succeeded"
+    write_manifest(folder, manifest, target)
+    if failure:
+        raise failure
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any], target: Target) -> None:
+    text = json.dumps(manifest, indent=2, default=str)
+    if any(s and len(s) >= 4 and s in text for s in target.secrets):
+        raise SecretInArtifact(path=(folder / "manifest.json").relative_to(REPO_ROOT))
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(text)
+    tmp.replace(folder / "manifest.json")
+
+
+def read_notebook_outputs(path: Path) -> list[str]:
+    """Text outputs of an executed notebook (for summaries and tests)."""
+    nb = nbformat.read(path, as_version=4)
+    out: list[str] = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if "text" in o:
+                out.append(o["text"])
+            elif "data" in o and "text/plain" in o["data"]:
+                out.append(o["data"]["text/plain"])
+    return out

@@ -1,0 +1,412 @@
+"""Write notebooks/*.ipynb from the cell lists below (run: make notebooks).
+
+The notebooks are the runbook a DBA reads; this file is where their cells are edited, so the
+seven pages share one parameters cell and one setup pattern. tests/test_notebooks.py fails when
+the committed notebooks differ from what this file writes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parents[1] / "notebooks"
+
+PARAMETERS = '''\
+# Parameters: `kbmigrate run` (papermill) overrides these. The connection is NOT a parameter:
+# it comes from the environment (PGHOST, PGPORT, PGDATABASE, PGUSER, and the password from
+# PGPASSWORD, ~/.pgpass or a service file), so no secret is ever written into a notebook.
+from typing import Optional
+
+run_id: str = ""  # the run this step belongs to; empty when stepping by hand (manual-<date>-<user>)
+membership_table: str = "public.workspace_members"  # [schema.]table holding workspace memberships
+membership_user_column: str = "user_id"  # its user column
+membership_workspace_column: str = "workspace_id"  # its workspace column
+membership_joined_column: str = "joined_at"  # its join-time column (first_joined strategy)
+backfill_strategy: str = "first_joined"  # first_joined (earliest membership) or current_workspace
+sections_file: str = "sql/data/default_sections.csv"  # the default sections, CSV, relative to the repository
+batch_size: int = 5000  # KB entries per backfill transaction
+import_legacy: Optional[bool] = None  # import the legacy tables; None means yes when they exist
+lock_timeout: str = "1s"  # how long a change may wait for a lock before it retries
+statement_timeout: str = "5min"  # the longest any one statement may run
+lock_retries: int = 5  # retries, with backoff, when a lock is not granted in time'''
+
+
+def setup(step: str, extra: str = "") -> str:
+    return (f"import pandas as pd\nfrom kbmigrate import nb{extra}\n\n"
+            f'kb = nb.start("{step}", globals())\nkb.info()')
+
+
+HOW_TO_RUN = ("*Runs headlessly under `kbmigrate run`; to step through by hand, open it from `make lab` "
+              "(which points the kernel at the demo database) and run the cells in order.*")
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {}
+
+NOTEBOOKS["00_preflight"] = [
+    ("md", f"""# 00 · Preflight: GO or NO-GO
+
+Before anything changes, compare the database with what the runbook expects (SPEC step 1):
+server version, the Supabase auth pieces, the shape of every table the migration touches,
+the membership table named in the parameters, privileges, sessions that hold locks on the
+target tables or keep long transactions open, and room on disk for the backup.
+
+**This notebook only reads.** A NO-GO stops the run here with the database untouched (not even
+the ledger is created).
+
+**If it says NO-GO:** read the `detail` column. Schema drift (a missing column, a KB table under
+another name) needs a decision by a person, not a retry; a long transaction or lock can be waited
+out or ended; then run again.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", "long_tx_seconds: float = 60.0  # a transaction open longer than this on the database is a NO-GO"),
+    ("code", setup("00_preflight", ", preflight")),
+    ("md", "## The checks\nEach row is one check. `INFO` rows are for the record and never stop the run."),
+    ("code", "rows = preflight.checks(kb.conn, kb.params, long_tx_seconds=long_tx_seconds)\nreport = pd.DataFrame(rows)\nreport"),
+    ("md", "## Row counts before the migration\nThe same figures the backup step records at dump time (shown here with `%sql`)."),
+    ("code", """%load_ext sql
+%config SqlMagic.displaycon = False
+%config SqlMagic.feedback = False
+%config SqlMagic.autopandas = True
+%sql postgresql+psycopg://"""),
+    ("code", """%%sql
+select 'workspaces' as table_name, count(*) as row_count from public.workspaces
+union all select 'users', count(*) from public.users
+union all select 'knowledge_base', count(*) from public.knowledge_base"""),
+    ("md", "## Verdict\nThe run goes on only when no check says NO-GO."),
+    ("code", """nb.check(preflight.go(rows), "preflight says NO-GO", report[report.status == "NO-GO"])
+print("GO: every check passed")"""),
+]
+
+NOTEBOOKS["01_backup"] = [
+    ("md", f"""# 01 · Backup
+
+A full dump of the database (`pg_dump`, custom format) before anything changes (SPEC step 2).
+The dump and the per-table row counts are taken from **one snapshot**, so they describe the
+same instant. The file goes to `backups/<run_id>/` with mode 0600 (it holds every row), its
+sha256, size, archive listing and the row counts go into the run's manifest.
+
+**Expect:** one dump file, a non-empty archive listing, row counts for every table.
+
+**If it fails:** nothing has changed yet. A client older than the server is refused: install a
+newer PostgreSQL client. No room on disk: free space or move `backups/`.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", setup("01_backup", ", backup")),
+    ("md", "## Dump"),
+    ("code", """info = backup.dump(kb.target, kb.run_id)
+pd.DataFrame([{k: v for k, v in info.items() if k != "row_counts"}]).T.rename(columns={0: "value"})"""),
+    ("md", "## Row counts at dump time"),
+    ("code", """counts = pd.Series(info["row_counts"], name="rows").to_frame()
+counts"""),
+    ("md", "## Checks\nThe file on disk has the recorded checksum, is private, and pg_restore can list it."),
+    ("code", """from pathlib import Path
+from kbmigrate.paths import REPO_ROOT
+dump_file = REPO_ROOT / info["path"]
+nb.check(backup.sha256_file(dump_file) == info["sha256"], "the dump's sha256 changed after writing")
+nb.check(dump_file.stat().st_mode & 0o077 == 0, f"{dump_file} is readable by others")
+nb.check(info["restore_list_entries"] > 0, "pg_restore --list shows no entries")
+nb.check(info["row_counts"].get("public.knowledge_base", -1) >= 0, "no row count for public.knowledge_base")
+print(f"backup ok: {info['path']} ({info['bytes']:,} bytes)")"""),
+]
+
+NOTEBOOKS["02_schema"] = [
+    ("md", f"""# 02 · Schema: columns, sections, constraints, indexes, RLS
+
+The structural changes of SPEC step 3, each one a file in `sql/deploy/` with its check in
+`sql/verify/`, applied in the order of `sql/plan.txt`:
+
+| change | what |
+|---|---|
+| `ledger` | the `kbmigrate` schema: the ledger, the quarantine list, the legacy import log |
+| `kb_columns` | `knowledge_base.workspace_id`, `is_shared boolean not null default false`, `section_id` (catalog-only, no rewrite) |
+| `sections_table` | `knowledge_base_sections`, unique `(workspace_id, name)` (an existing table is kept) |
+| `membership_view` | `kbmigrate.membership`: the membership table under fixed column names |
+| `kb_constraints` | foreign keys added `NOT VALID`: workspace, and section-in-the-same-workspace; a shared entry has no workspace |
+| `kb_constraints_validate` | validated under `SHARE UPDATE EXCLUSIVE` (the app keeps reading and writing) |
+| `index_*` | built `CONCURRENTLY`, outside a transaction |
+| `rls_helpers` | `kb_private.my_workspace_ids()`: stable, security definer, fixed search_path, not callable by anon |
+| `rls_policies` | RLS on both tables, policies `to authenticated` |
+| `sections_view` | `vw_workspace_sections` with `security_invoker = true` |
+
+Every change runs in its own transaction with `lock_timeout` and `statement_timeout`, writes its
+ledger row in that transaction, and retries a bounded number of times when a lock is busy. A
+change whose verify already passes is recorded as a **no-op** and not applied again.
+
+**If it fails:** the failed change was rolled back; the message names it and the reason. A lock
+timeout means a busy table: find the blocker in `pg_stat_activity`, then `kbmigrate run --from schema`.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", setup("02_schema")),
+    ("md", "## Apply"),
+    ("code", "applied = kb.apply()\napplied"),
+    ("md", "## Verify: the new columns and constraints"),
+    ("code", """kb.query(\"\"\"
+select a.attname as column_name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as not_null,
+       pg_get_expr(d.adbin, d.adrelid) as default_value
+from pg_attribute a left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+where a.attrelid = 'public.knowledge_base'::regclass and a.attname in ('workspace_id', 'is_shared', 'section_id')
+order by a.attnum\"\"\")"""),
+    ("code", """constraints = kb.query(\"\"\"
+select conname as constraint_name, convalidated as validated, pg_get_constraintdef(oid) as definition
+from pg_constraint where conrelid = 'public.knowledge_base'::regclass and contype in ('f', 'c') order by conname\"\"\")
+nb.check(bool(constraints.validated.all()), "a knowledge_base constraint is not validated", constraints[~constraints.validated])
+constraints"""),
+    ("md", "## Verify: RLS and policies\nRLS must be on for both tables, and every policy must be `to authenticated`."),
+    ("code", """policies = kb.query(\"\"\"
+select p.tablename, p.policyname, p.cmd, p.roles::text as roles, p.qual as using_expr, p.with_check
+from pg_policies p where p.schemaname = 'public' and p.tablename in ('knowledge_base', 'knowledge_base_sections')
+order by p.tablename, p.policyname\"\"\")
+rls = kb.query("select relname, relrowsecurity as rls_enabled from pg_class where oid in ('public.knowledge_base'::regclass, 'public.knowledge_base_sections'::regclass)")
+nb.check(bool(rls.rls_enabled.all()), "RLS is not enabled on every KB table", rls)
+nb.check(bool((policies.roles == "{authenticated}").all()), "a policy is not limited to authenticated", policies)
+policies"""),
+    ("md", "## Verify: indexes"),
+    ("code", """indexes = kb.query(\"\"\"
+select c.relname as index_name, t.relname as table_name, i.indisvalid as valid, pg_get_indexdef(c.oid) as definition
+from pg_index i join pg_class c on c.oid = i.indexrelid join pg_class t on t.oid = i.indrelid
+where c.relname in ('knowledge_base_workspace_id_idx', 'knowledge_base_section_created_idx', 'kbmigrate_membership_user_workspace_idx')\"\"\")
+nb.check(bool(indexes.valid.all()), "an index is invalid", indexes[~indexes.valid])
+indexes"""),
+    ("md", "## Ledger of this step"),
+    ("code", "kb.ledger()"),
+]
+
+NOTEBOOKS["03_backfill"] = [
+    ("md", f"""# 03 · Backfill workspace ids
+
+SPEC step 4, for entries whose `workspace_id` is NULL (and only those — an entry that already
+has a workspace is never moved):
+
+1. **Shared rules first:** `metadata->>'is_shared' = 'true'`, `metadata->>'visibility' = 'global'`,
+   or `[GLOBAL]` in the title in any letter case → `is_shared = true`, no workspace.
+2. **Otherwise the creator's workspace.** Strategy `first_joined` (default): the workspace the
+   creator joined first, ties to the smaller workspace id, every membership counts (inactive
+   workspaces too — they are counted below). Strategy `current_workspace`: `users.current_workspace_id`.
+3. **Otherwise quarantined:** left without a workspace and not shared, visible to nobody but the
+   service role, and listed in `kbmigrate.quarantine` for a person to decide.
+
+It runs in **batches** (`batch_size` entries by id), each its own short transaction with its own
+ledger row, with a progress bar. Interrupted, it resumes by itself: the next run finds only the
+entries not yet done. Timestamps are not touched.
+
+**Expect:** the counts below add up; the chart shows where entries landed; two lists for people:
+the quarantine list and the review list (entries that already had a workspace but match a shared
+rule — listed, never published).
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", setup("03_backfill")),
+    ("md", "## Before\nA copy of every entry's workspace and timestamps, kept in this session, to prove afterwards that nothing else moved."),
+    ("code", """kb.conn.execute("drop table if exists pg_temp.kb_before")
+kb.conn.execute("create temp table kb_before as select id, workspace_id, is_shared, created_at, updated_at from public.knowledge_base")
+before = kb.query("report/backfill_counts.sql")
+before"""),
+    ("md", "## Apply, in batches"),
+    ("code", "applied = kb.apply()\napplied"),
+    ("md", "## After"),
+    ("code", """after = kb.query("report/backfill_counts.sql")
+pd.concat([before.assign(when="before"), after.assign(when="after")]).set_index("when")"""),
+    ("md", "## Checks\nNo entry appeared or vanished; no entry that had a workspace lost or changed it; no timestamp changed."),
+    ("code", """moved = kb.query(\"\"\"
+select b.id, b.workspace_id as before, kb.workspace_id as after
+from kb_before b join public.knowledge_base kb using (id)
+where b.workspace_id is not null and kb.workspace_id is distinct from b.workspace_id\"\"\")
+touched = kb.query(\"\"\"
+select b.id from kb_before b join public.knowledge_base kb using (id)
+where kb.created_at is distinct from b.created_at or kb.updated_at is distinct from b.updated_at\"\"\")
+nb.check(int(after.total[0]) == int(before.total[0]), "the number of KB entries changed during the backfill")
+nb.check(moved.empty, "entries that already had a workspace were moved", moved)
+nb.check(touched.empty, "the backfill changed content timestamps", touched)
+print("ok: same entries, none moved, no timestamp touched")"""),
+    ("md", "## Entries per workspace\nThe 30 workspaces with the most entries; inactive workspaces in grey."),
+    ("code", """per_ws = kb.query(\"\"\"
+select w.name, w.is_active, count(kb.id) as entries
+from public.workspaces w join public.knowledge_base kb on kb.workspace_id = w.id
+group by w.id order by entries desc, w.name limit 30\"\"\")
+ax = per_ws.plot.barh(x="name", y="entries", figsize=(8, max(3, len(per_ws) * 0.25)), legend=False,
+                      color=["#4472c4" if a else "#a0a0a0" for a in per_ws.is_active])
+ax.invert_yaxis(); ax.set_xlabel("KB entries"); ax.set_ylabel("");"""),
+    ("md", "## Quarantine list\nNo workspace, not shared: nobody but the service role sees these. Assign or share them by hand."),
+    ("code", "quarantine = kb.query(\"report/quarantine.sql\")\nprint(f\"{len(quarantine)} quarantined entries\")\nquarantine.head(50)"),
+    ("md", "## Review list\nEntries that already had a workspace but match a shared rule. The migration does not publish them: a person decides."),
+    ("code", "review = kb.query(\"report/review_shared_assigned.sql\")\nprint(f\"{len(review)} entries to review\")\nreview.head(50)"),
+    ("md", "## Ledger of this step (one row per batch)"),
+    ("code", "kb.ledger()"),
+]
+
+NOTEBOOKS["04_seed_sections"] = [
+    ("md", f"""# 04 · Seed the default sections
+
+SPEC step 5: every **active** workspace gets the default sections, in order. The list is data —
+the sections file named in the parameters (`sql/data/default_sections.csv` by default) — not code.
+Sections a workspace already has are kept (unique `(workspace_id, name)`); re-running adds nothing.
+
+**Expect:** every active workspace has every default section; inactive workspaces get none.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", setup("04_seed_sections")),
+    ("md", "## The default sections"),
+    ("code", "defaults = pd.DataFrame(kb.params.sections())\ndefaults"),
+    ("md", "## Apply"),
+    ("code", "kb.apply()"),
+    ("md", "## Checks"),
+    ("code", """lacking = kb.query(\"\"\"
+select w.id as workspace_id, w.name, s.name as missing_section
+from public.workspaces w
+cross join jsonb_to_recordset(%s::jsonb) as s(name text)
+where w.is_active and not exists (select 1 from public.knowledge_base_sections k where k.workspace_id = w.id and k.name = s.name)\"\"\",
+    (defaults.to_json(orient="records"),))
+nb.check(lacking.empty, "active workspaces lack default sections", lacking)
+per_ws = kb.query(\"\"\"
+select w.is_active, count(distinct w.id) as workspaces, count(s.id) as sections
+from public.workspaces w left join public.knowledge_base_sections s on s.workspace_id = w.id group by w.is_active\"\"\")
+per_ws"""),
+    ("code", "kb.ledger()"),
+]
+
+NOTEBOOKS["05_import_legacy"] = [
+    ("md", f"""# 05 · Import legacy data
+
+SPEC step 6 (optional: `import_legacy`; by default on when the legacy tables exist). Each legacy
+row becomes one KB entry in its workspace's matching section — ICP → *ICP*, product → *Products*,
+competitor → *Competitors*, persona → *Personas* — **once, ever** (`kbmigrate.legacy_imports`).
+
+* Title: the row's title, else its name field (`ICP: <company_name>`, `product_name`,
+  `competitor_name`/`company_name`, `persona_name`).
+* Content: the description, then one `Label: value` line per descriptive field present.
+* Metadata: `imported_from`, `original_id`, `import_date`, the identifying fields, and the legacy
+  `metadata` nested under `legacy_metadata` (never merged: a legacy key must not change who sees the entry).
+* `created_by` = `created_by`, else `user_id`; the legacy `created_at` is kept.
+
+A missing legacy table is skipped with a note. Rows that cannot land (no, unknown or inactive
+workspace; no section) are **counted and listed**, not dropped silently. Any other error stops the step.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", setup("05_import_legacy", "\nfrom psycopg import sql\nfrom kbmigrate.paths import read_sql")),
+    ("md", "## Apply"),
+    ("code", "applied = kb.apply()\napplied"),
+    ("md", "## Per source: imported, and what could not land\nEvery legacy row is either imported or listed with its reason."),
+    ("code", """SOURCES = {"legacy_icp_data": "ICP", "legacy_product_data": "Products",
+           "legacy_competitor_data": "Competitors", "legacy_persona_data": "Personas"}
+summary, unlanded = [], []
+for source, section in SOURCES.items():
+    if kb.scalar("select to_regclass(%s) is null", (f"public.{source}",)):
+        summary.append({"source": source, "rows": 0, "imported": 0, "not landed": 0, "note": "table absent: skipped"})
+        continue
+    total = kb.scalar(sql.SQL("select count(*) from {}").format(sql.Identifier("public", source)))
+    imported = kb.scalar("select count(*) from kbmigrate.legacy_imports where source = %s", (source,))
+    left = kb.query(sql.SQL(read_sql("report/legacy_unlanded.sql")).format(source=sql.Identifier("public", source)),
+                    {"section": section, "source_name": source})
+    summary.append({"source": source, "rows": total, "imported": imported, "not landed": len(left), "note": ""})
+    unlanded.append(left.assign(source=source))
+summary = pd.DataFrame(summary)
+summary"""),
+    ("code", """nb.check(bool((summary["imported"] + summary["not landed"] == summary["rows"]).all()),
+         "legacy rows neither imported nor listed", summary)
+not_landed = pd.concat(unlanded) if unlanded else pd.DataFrame()
+nb.check(not_landed.empty or not (not_landed.reason == "not imported yet").any(),
+         "legacy rows could land but were not imported", not_landed[not_landed.reason == "not imported yet"] if len(not_landed) else None)
+not_landed.groupby(["source", "reason"]).size().rename("rows").to_frame() if len(not_landed) else "every row landed\""""),
+    ("md", "### The rows that did not land"),
+    ("code", "not_landed.head(100)"),
+    ("md", "## A few imported entries"),
+    ("code", """kb.query(\"\"\"
+select kb.metadata ->> 'imported_from' as source, left(kb.title, 50) as title, left(replace(kb.content, E'\\n', ' | '), 90) as content, s.name as section
+from public.knowledge_base kb join public.knowledge_base_sections s on s.id = kb.section_id
+where kb.metadata ? 'imported_from' order by kb.metadata ->> 'imported_from', kb.title limit 12\"\"\")"""),
+    ("code", "kb.ledger()"),
+]
+
+NOTEBOOKS["06_smoke_tests"] = [
+    ("md", f"""# 06 · Smoke tests: structure, integrity, and isolation proved by acting as users
+
+SPEC step 7. The original package tested RLS as the table owner, for whom RLS does not apply.
+Here every probe runs **the way the Supabase API does**: `set local role authenticated` (or
+`anon`) with the user's JWT claims in `request.jwt.claims`, inside a transaction that is
+always rolled back — nothing is left behind.
+
+For a member of every workspace (all up to `smoke_all_up_to`, then a seeded sample), the user
+with the most workspaces, a signed-in user with none, and `anon`, the entries and sections they
+can read must **equal** the set computed as the admin from the membership table; they can create
+and edit in their own workspace; inserting into another workspace, moving a row there, or
+updating/deleting its rows is refused or touches 0 rows; shared rows are readable, not writable;
+quarantined rows are invisible. **Any leak fails the run** and lists the rows.
+
+{HOW_TO_RUN}"""),
+    ("code", PARAMETERS),
+    ("code", """smoke_all_up_to: int = 50  # probe a member of every workspace up to this many workspaces
+smoke_sample: int = 25  # beyond that, a seeded random sample of this many workspaces
+smoke_seed: int = 1  # the sample's seed"""),
+    ("code", setup("06_smoke_tests", ", smoke, plan\nfrom kbmigrate.changes import verify_passes")),
+    ("md", "## Structure: every change of the plan is in effect\nEach `sql/verify` script, run again now, in a transaction that is rolled back."),
+    ("code", """settings = kb.params.settings(kb.run_id)
+structure = pd.DataFrame([{"change": c.name, "step": c.step, "ok": ok, "problem": why}
+                          for c in plan.load() if not c.has("optional")
+                          for ok, why in [verify_passes(kb.conn, c, kb.params, settings)]])
+nb.check(bool(structure.ok.all()), "a change is not in effect", structure[~structure.ok])
+structure"""),
+    ("md", "## Integrity\nEvery figure must be 0."),
+    ("code", """integrity = kb.query("report/integrity.sql")
+bad = integrity.loc[:, (integrity != 0).any()]
+nb.check(bad.empty, "integrity problems", bad)
+integrity.T.rename(columns={0: "count"})"""),
+    ("md", "## Isolation matrix\nOne row per user probed. `leaked` lists entries a user could read but should not; `missing` the reverse."),
+    ("code", """subjects = smoke.subjects(kb.conn, kb.params, all_up_to=smoke_all_up_to, sample=smoke_sample, seed=smoke_seed)
+matrix = pd.DataFrame([smoke.probe(kb.conn, kb.params, s) for s in subjects])
+view = matrix.assign(leaked=matrix.leaked.map(len), missing=matrix.missing.map(len))
+view"""),
+    ("code", """leaks = matrix[matrix.leaked.map(len) > 0].explode("leaked")[["user", "leaked"]]
+nb.check(leaks.empty, "RLS LEAK: users can read entries outside their workspaces", leaks)
+nb.check(bool(matrix["pass"].all()), "isolation checks failed", view[~matrix["pass"]])
+print(f"isolation proved for {len(matrix)} users: no leak, nothing missing, writes confined")"""),
+    ("md", "## The application keeps working\nIts existing queries, and an insert naming none of the new columns, as the table owner and as `service_role` (rolled back)."),
+    ("code", """app = pd.DataFrame(smoke.app_queries(kb.conn))
+nb.check(bool(app["pass"].all()), "the app's queries fail after the migration", app)
+app"""),
+]
+
+NOTEBOOKS["07_rollback"] = [
+    ("md", """# 07 · Rollback (on demand)
+
+Outside the default plan. Restores a run's backup in place and proves the database is back to
+its pre-migration state (SPEC step 8). **Not built yet**: it arrives with the backup-and-rollback
+work. Until then, the dump in `backups/<run_id>/` restores with
+`pg_restore --clean --if-exists --dbname <db> backups/<run_id>/<db>.dump`."""),
+    ("code", PARAMETERS),
+    ("code", 'raise NotImplementedError("07_rollback is not built yet; see the note above")'),
+]
+
+
+def build() -> dict[str, nbformat.NotebookNode]:
+    out = {}
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        for i, (kind, text) in enumerate(cells):
+            cell = new_markdown_cell(text) if kind == "md" else new_code_cell(text)
+            cell["id"] = f"{name[:2]}-{i:02d}"
+            if kind == "code" and text == PARAMETERS:
+                cell.metadata["tags"] = ["parameters"]
+            nb.cells.append(cell)
+        out[name] = nb
+    return out
+
+
+def main() -> int:
+    for name, nb in build().items():
+        nbformat.write(nb, OUT / f"{name}.ipynb")
+    print(f"wrote {len(NOTEBOOKS)} notebooks to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
