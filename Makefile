@@ -12,12 +12,13 @@ STAMP  := $(VENV)/.installed
 SIZE   ?= small
 SEED   ?= 42
 
-.PHONY: help venv demo test lab server-stop clean
+.PHONY: help venv demo notebooks test lab server-stop clean
 
 help:
 	@echo "make demo   build the demo database on the embedded server (SIZE=small|medium|large, SEED=42)"
 	@echo "make test   run the whole test suite against a real PostgreSQL (embedded, or KBMIGRATE_TEST_DSN)"
-	@echo "make lab    open the runbook notebooks in JupyterLab"
+	@echo "make lab    open the runbook notebooks in JupyterLab, connected to the demo database"
+	@echo "make notebooks   rewrite notebooks/*.ipynb from tools/build_notebooks.py"
 	@echo "make server-stop   stop the embedded server; make clean   remove .venv and local state"
 
 $(STAMP): pyproject.toml
@@ -31,8 +32,10 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/kbmigrate demo-db --embedded --size $(SIZE) --seed $(SEED)
-	@echo
-	@echo "The runbook itself (kbmigrate run) is not built yet; the demo stops at the database above."
+	$(BIN)/kbmigrate run --embedded
+
+notebooks: venv
+	$(BIN)/python tools/build_notebooks.py
 
 test: venv
 	$(BIN)/python -m pytest

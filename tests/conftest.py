@@ -12,7 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
+
+# Run records and backups of the tests go to a scratch folder, not the repository's runs/.
+_SCRATCH = tempfile.mkdtemp(prefix="kbmigrate-tests-")
+os.environ.setdefault("KBMIGRATE_RUNS_DIR", os.path.join(_SCRATCH, "runs"))
+os.environ.setdefault("KBMIGRATE_BACKUPS_DIR", os.path.join(_SCRATCH, "backups"))
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +75,16 @@ def fresh_db(server: Target) -> Iterator[Target]:
     name = _new_database(server, "kbt")
     yield server.with_database(name)
     _drop(server, name)
+
+
+def new_demo(server: Target, prefix: str = "kbt_demo", seed: int = 42) -> Target:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    demo.build(server, name, "small", seed, progress=False)
+    return server.with_database(name)
+
+
+def drop(server: Target, target: Target) -> None:
+    _drop(server, target.params["dbname"])
 
 
 @pytest.fixture(scope="module")

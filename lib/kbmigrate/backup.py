@@ -26,7 +26,7 @@ from kbmigrate.embedded import bin_dir
 from kbmigrate.errors import KbError
 from kbmigrate.paths import REPO_ROOT
 
-BACKUP_ROOT = REPO_ROOT / "backups"
+BACKUP_ROOT = Path(os.environ.get("KBMIGRATE_BACKUPS_DIR") or REPO_ROOT / "backups")
 
 
 class BackupFailed(KbError):
@@ -104,7 +104,11 @@ def dump(target: Target, run_id: str) -> dict[str, Any]:
         raise BackupFailed(reason=f"pg_restore --list cannot read the dump: {listing.stderr.strip()[:200]}")
     entries = sum(1 for line in listing.stdout.splitlines() if line and not line.startswith(";"))
     version = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True).stdout.strip()
-    info = {"path": str(path.relative_to(REPO_ROOT)), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+    try:
+        shown = str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        shown = str(path)
+    info = {"path": shown, "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "restore_list_entries": entries, "row_counts": counts, "pg_dump_version": version}
     (folder / "backup.json").write_text(json.dumps(info, indent=2))
     return info

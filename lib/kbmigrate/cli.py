@@ -13,7 +13,6 @@ from kbmigrate import __version__, compat, conninfo, db, demo, runner, summary
 from kbmigrate.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, KbError
 from kbmigrate.params import RunParams
-from kbmigrate.paths import REPO_ROOT
 
 
 def _target_options() -> argparse.ArgumentParser:
@@ -119,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           progress=not args.no_progress)
     folder = runner.RUNS_DIR / manifest["run_id"]
     print(summary.render(target, manifest))
-    print(f"run {manifest['run_id']} {manifest['status']}: evidence in {folder.relative_to(REPO_ROOT)}/")
+    print(f"run {manifest['run_id']} {manifest['status']}: evidence in {runner._rel(folder)}/")
     return 0
 
 

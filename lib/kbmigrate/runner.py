@@ -25,12 +25,13 @@ import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from kbmigrate import db, plan
+from kbmigrate.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, KbError
 from kbmigrate.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
 
-RUNS_DIR = REPO_ROOT / "runs"
+RUNS_DIR = Path(os.environ.get("KBMIGRATE_RUNS_DIR") or REPO_ROOT / "runs")
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
 
@@ -48,6 +49,14 @@ class RunFailed(KbError):
 
 class SecretInArtifact(KbError):
     """A secret was found in {path}; the file was removed instead of archived. Report this as a bug."""
+
+
+def _rel(path: Path) -> str:
+    """A path as the evidence names it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def new_run_id() -> str:
@@ -105,7 +114,7 @@ def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
     if any(s and len(s) >= 4 and s in text for s in secrets):
         path.unlink()
-        raise SecretInArtifact(path=path.relative_to(REPO_ROOT))
+        raise SecretInArtifact(path=_rel(path))
 
 
 def _failure_reason(exc: PapermillExecutionError) -> str:
@@ -140,7 +149,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
         for step in steps:
             source = NOTEBOOK_DIR / f"{step}.ipynb"
             out = folder / f"{step}.ipynb"
-            entry: dict[str, Any] = {"notebook": str(out.relative_to(REPO_ROOT)), "status": "running", "start": utc_now()}
+            entry: dict[str, Any] = {"notebook": _rel(out), "status": "running", "start": utc_now()}
             manifest["steps"].append(entry)
             t0 = time.monotonic()
             echo(f"▶ {step} …")
@@ -154,14 +163,14 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
             except PapermillExecutionError as exc:
                 entry["status"] = "failed"
                 entry["error"] = target.redact(_failure_reason(exc))
-                failure = RunFailed(step=step, reason=entry["error"], evidence=out.relative_to(REPO_ROOT))
+                failure = RunFailed(step=step, reason=entry["error"], evidence=_rel(out))
             entry["end"] = utc_now()
             entry["seconds"] = round(time.monotonic() - t0, 2)
             if out.exists():
                 scan_for_secrets(out, target.secrets)
                 entry["sha256"] = sha256_file(out)
             echo(f"  {entry['status']} in {entry['seconds']} s → {entry['notebook']}")
-            backup = REPO_ROOT / "backups" / run_id / "backup.json"
+            backup = BACKUP_ROOT / run_id / "backup.json"
             if backup.exists():
                 manifest["backup"] = json.loads(backup.read_text())
             write_manifest(folder, manifest, target)
@@ -178,7 +187,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
 def write_manifest(folder: Path, manifest: dict[str, Any], target: Target) -> None:
     text = json.dumps(manifest, indent=2, default=str)
     if any(s and len(s) >= 4 and s in text for s in target.secrets):
-        raise SecretInArtifact(path=(folder / "manifest.json").relative_to(REPO_ROOT))
+        raise SecretInArtifact(path=_rel(folder / "manifest.json"))
     tmp = folder / "manifest.json.tmp"
     tmp.write_text(text)
     tmp.replace(folder / "manifest.json")
