@@ -43,3 +43,17 @@ def test_parameters_are_documented_and_hold_no_secret(step: str) -> None:
         line = next((ln for ln in out.stdout.splitlines() if ln.strip().startswith(name + ":")), "")
         assert line and "(" in line, f"{name} is not documented by papermill --help-notebook"
     assert "lock_timeout" in out.stdout and "the longest any one statement may run" in out.stdout
+
+
+def test_a_notebook_runs_by_hand_without_parameters(small_demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in JupyterLab: the source notebook as is, the connection from the libpq environment."""
+    from nbclient import NotebookClient
+
+    p = small_demo.params
+    for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
+        monkeypatch.setenv(var, p[key])
+    nb = nbformat.read(NOTEBOOK_DIR / "00_preflight.ipynb", as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "GO: every check passed" in text
+    assert "manual-" in "\n".join(str(o.get("data", {}).get("text/plain", "")) for c in nb.cells for o in c.get("outputs", []))

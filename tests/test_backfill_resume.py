@@ -1,0 +1,60 @@
+"""The batched backfill resumes after an interruption and ends where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kbmigrate import backfill, db
+from kbmigrate.conninfo import Target
+from kbmigrate.params import RunParams
+from kbmigrate.plan import for_step
+from kbmigrate.steps import apply_step
+
+from conftest import drop, new_demo
+
+STATE = "select md5(string_agg((id, workspace_id, is_shared, updated_at)::text, '|' order by id)) from knowledge_base"
+QUARANTINE = "select md5(string_agg((entry_id, reason)::text, '|' order by entry_id)) from kbmigrate.quarantine"
+
+
+def _batches(conn: Any, run_id: str) -> list[dict[str, Any]]:
+    return db.rows(conn, "select outcome, rows_affected, detail from kbmigrate.ledger where run_id = %s "
+                         "and change = 'backfill_workspace_ids' order by id", (run_id,))
+
+
+def test_interrupted_backfill_resumes_to_the_same_result(server: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = new_demo(server, "kbt_resume_a"), new_demo(server, "kbt_resume_b")
+    params = RunParams(batch_size=40)
+    change = for_step("03_backfill")[0]
+    try:
+        with db.connect(a, autocommit=True) as ca, db.connect(b, autocommit=True) as cb:
+            apply_step(ca, "02_schema", params, "setup", progress=False)
+            apply_step(cb, "02_schema", params, "setup", progress=False)
+            backfill.run(cb, change, params, "straight", progress=False)
+
+            real_record = backfill.ledger.record
+            calls = {"n": 0}
+
+            def crash_on_fourth(*args: Any, **kwargs: Any) -> None:
+                calls["n"] += 1
+                if calls["n"] == 4:
+                    raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of batch 4
+                real_record(*args, **kwargs)
+
+            monkeypatch.setattr(backfill.ledger, "record", crash_on_fourth)
+            with pytest.raises(KeyboardInterrupt):
+                backfill.run(ca, change, params, "interrupted", progress=False)
+            monkeypatch.setattr(backfill.ledger, "record", real_record)
+            done_before_crash = _batches(ca, "interrupted")
+            assert len(done_before_crash) == 3  # batch 4 rolled back with its ledger row
+            assert sum(r["rows_affected"] for r in done_before_crash) > 0
+
+            backfill.run(ca, change, params, "resumed", progress=False)
+            assert db.scalar(ca, STATE) == db.scalar(cb, STATE)
+            assert db.scalar(ca, QUARANTINE) == db.scalar(cb, QUARANTINE)
+            # every batch was a short transaction of at most batch_size entries
+            assert all(r["detail"]["scanned"] <= params.batch_size for r in _batches(ca, "resumed"))
+    finally:
+        drop(server, a)
+        drop(server, b)
