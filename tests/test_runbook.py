@@ -254,3 +254,29 @@ def test_bad_parameters_are_refused_before_anything_runs(small_demo: Target) -> 
                        (["-p", "colour=blue"], "colour")):
         done = run_cli("run", "--dsn", small_demo.conninfo, "--no-progress", *args)
         assert done.returncode != 0 and word in done.stderr and "Traceback" not in done.stderr
+
+
+def test_current_workspace_strategy_and_no_legacy_import(server: Target) -> None:
+    target = new_demo(server, "kbt_strategy", seed=11)
+    try:
+        before = snapshot(target)
+        params = RunParams(backfill_strategy="current_workspace", import_legacy=False)
+        manifest = runner.run(target, params, only=["02", "03", "04", "05"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        assert [Path(s["notebook"]).stem for s in manifest["steps"]] == ["02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"]
+        current = {u["id"]: u["current_workspace_id"] for u in before["users"]}
+        after = {e["id"]: e for e in snapshot(target)["knowledge_base"]}
+        assert len(after) == len(before["knowledge_base"])  # nothing imported
+        moved = differs = 0
+        first = first_joined_workspace(before["members"])
+        for e in before["knowledge_base"]:
+            if e["workspace_id"] is None and not matches_shared_rule(e["title"], e["metadata"]):
+                assert after[e["id"]]["workspace_id"] == current.get(e["created_by"])
+                moved += after[e["id"]]["workspace_id"] is not None
+                differs += current.get(e["created_by"]) != first.get(e["created_by"])
+        assert moved > 0 and differs > 0  # the strategy mattered
+        with db.connect(target) as conn:
+            skipped = fetch(conn, f"select detail from kbmigrate.ledger where run_id = '{manifest['run_id']}' "
+                                  "and change like 'import_legacy_%'")
+        assert len(skipped) == 4 and all(r["detail"]["skipped"] == "import_legacy is false" for r in skipped)
+    finally:
+        drop(server, target)

@@ -199,6 +199,10 @@ entries not yet done. Timestamps are not touched.
 the quarantine list and the review list (entries that already had a workspace but match a shared
 rule — listed, never published).
 
+**If it fails:** the batch that failed was rolled back; the batches before it are committed and
+recorded. Fix the cause and run again (`kbmigrate run --from backfill`): it picks up where it
+stopped. A check below that fails means the backfill touched what it must not: stop and review.
+
 {HOW_TO_RUN}"""),
     ("code", PARAMETERS),
     ("code", setup("03_backfill")),
@@ -249,6 +253,10 @@ Sections a workspace already has are kept (unique `(workspace_id, name)`); re-ru
 
 **Expect:** every active workspace has every default section; inactive workspaces get none.
 
+**If it fails:** a malformed sections file is refused before anything runs (the message names the
+line). A workspace still lacking a section after the insert points at a conflicting existing
+section: the check lists the workspaces.
+
 {HOW_TO_RUN}"""),
     ("code", PARAMETERS),
     ("code", setup("04_seed_sections")),
@@ -288,6 +296,10 @@ competitor → *Competitors*, persona → *Personas* — **once, ever** (`kbmigr
 A missing legacy table is skipped with a note. Rows that cannot land (no, unknown or inactive
 workspace; no section) are **counted and listed**, not dropped silently. Any other error stops the step.
 
+**If it fails:** the failing source's import was rolled back as a whole (the sources before it
+stay imported, once). Fix the cause and run again; rows already imported are never imported twice.
+`kbmigrate revert` of one source arrives with the rollback work.
+
 {HOW_TO_RUN}"""),
     ("code", PARAMETERS),
     ("code", setup("05_import_legacy", "\nfrom psycopg import sql\nfrom kbmigrate.paths import read_sql")),
@@ -301,6 +313,9 @@ for source, section in SOURCES.items():
     if kb.scalar("select to_regclass(%s) is null", (f"public.{source}",)):
         summary.append({"source": source, "rows": 0, "imported": 0, "not landed": 0, "note": "table absent: skipped"})
         continue
+    if kb.params.import_legacy is False:
+        summary.append({"source": source, "rows": None, "imported": None, "not landed": None, "note": "import_legacy is false: skipped"})
+        continue
     total = kb.scalar(sql.SQL("select count(*) from {}").format(sql.Identifier("public", source)))
     imported = kb.scalar("select count(*) from kbmigrate.legacy_imports where source = %s", (source,))
     left = kb.query(sql.SQL(read_sql("report/legacy_unlanded.sql")).format(source=sql.Identifier("public", source)),
@@ -309,8 +324,9 @@ for source, section in SOURCES.items():
     unlanded.append(left.assign(source=source))
 summary = pd.DataFrame(summary)
 summary"""),
-    ("code", """nb.check(bool((summary["imported"] + summary["not landed"] == summary["rows"]).all()),
-         "legacy rows neither imported nor listed", summary)
+    ("code", """done = summary[summary.note == ""]
+nb.check(bool((done["imported"] + done["not landed"] == done["rows"]).all()),
+         "legacy rows neither imported nor listed", done)
 not_landed = pd.concat(unlanded) if unlanded else pd.DataFrame()
 nb.check(not_landed.empty or not (not_landed.reason == "not imported yet").any(),
          "legacy rows could land but were not imported", not_landed[not_landed.reason == "not imported yet"] if len(not_landed) else None)
@@ -339,6 +355,9 @@ can read must **equal** the set computed as the admin from the membership table;
 and edit in their own workspace; inserting into another workspace, moving a row there, or
 updating/deleting its rows is refused or touches 0 rows; shared rows are readable, not writable;
 quarantined rows are invisible. **Any leak fails the run** and lists the rows.
+
+**If it fails:** treat a leak as an incident: the policies are live. Read the offending rows
+below, then either fix the policy and run `kbmigrate run --only smoke`, or roll back.
 
 {HOW_TO_RUN}"""),
     ("code", PARAMETERS),
