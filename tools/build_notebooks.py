@@ -89,7 +89,13 @@ The dump and the per-table row counts are taken from **one snapshot**, so they d
 same instant. The file goes to `backups/<run_id>/` with mode 0600 (it holds every row), its
 sha256, size, archive listing and the row counts go into the run's manifest.
 
-**Expect:** one dump file, a non-empty archive listing, row counts for every table.
+Then the **restore drill**: the dump is restored into a scratch database (on the same server,
+or on the embedded server when this user may not create databases); its per-table row counts,
+and a checksum of the KB tables' contents, must equal those at dump time. The scratch database
+is dropped afterwards. A mismatch stops the run before anything has changed.
+
+**Expect:** one dump file, a non-empty archive listing, row counts for every table, a drill
+whose every row matches.
 
 **If it fails:** nothing has changed yet. A client older than the server is refused: install a
 newer PostgreSQL client. No room on disk: free space or move `backups/`.
@@ -112,6 +118,15 @@ nb.check(dump_file.stat().st_mode & 0o077 == 0, f"{dump_file} is readable by oth
 nb.check(info["restore_list_entries"] > 0, "pg_restore --list shows no entries")
 nb.check(info["row_counts"].get("public.knowledge_base", -1) >= 0, "no row count for public.knowledge_base")
 print(f"backup ok: {info['path']} ({info['bytes']:,} bytes)")"""),
+    ("md", "## Restore drill\nThe dump restored into a scratch database, compared table by table with the figures taken at dump time."),
+    ("code", """drill = backup.restore_drill(kb.target, info, kb.run_id)
+backup.record(kb.run_id, "restore_drill", drill)
+print(f"restored into {drill['scratch_database']} on {drill['where']} in {drill['seconds']} s (dropped since)")
+tables = pd.DataFrame(drill["tables"])
+tables"""),
+    ("code", """nb.check(drill["ok"], "the restore drill does not match the dump-time figures",
+         tables[(tables["rows at dump"] != tables["rows restored"]) | ~tables["checksum equal"]])
+print("restore drill ok: every table has its rows, the KB tables their exact contents")"""),
 ]
 
 NOTEBOOKS["02_schema"] = [
