@@ -28,6 +28,7 @@ from kbmigrate import db, plan
 from kbmigrate.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, KbError
+from kbmigrate.lock import run_lock
 from kbmigrate.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
 
@@ -142,8 +143,14 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
             "server_version": db.server_version(conn), "git_commit": git_commit(),
             "parameters": params.as_dict(), "steps": [], "sql_files": plan.sql_files_used(),
         }
-    folder.mkdir(parents=True)
-    write_manifest(folder, manifest, target)
+    with run_lock(target, f"run {run_id}"):
+        folder.mkdir(parents=True)
+        write_manifest(folder, manifest, target)
+        return _execute(target, params, run_id, steps, folder, manifest, progress, echo)
+
+
+def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
+             manifest: dict[str, Any], progress: bool, echo: Any) -> dict[str, Any]:
     failure: RunFailed | None = None
     with kernel_environment(target):
         for step in steps:

@@ -1,0 +1,47 @@
+"""One run at a time per database: a session-level advisory lock held for the whole run.
+
+The lock lives in a connection of its own. If the process dies, the server ends the session
+and the lock goes with it: a crashed run leaves no lock behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.errors import KbError
+
+# pg_advisory_lock(int, int): a fixed class id for kbmigrate and one object id for "the run".
+LOCK_CLASS = 0x6B626D67  # "kbmg"
+LOCK_RUN = 1
+
+
+class RunLocked(KbError):
+    """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
+
+
+def holder(conn: Any) -> dict[str, Any] | None:
+    rows = db.rows(conn, """
+        select a.pid, coalesce(nullif(a.application_name, ''), a.usename) as application,
+               to_char(a.backend_start at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS "UTC"') as since
+        from pg_locks l join pg_stat_activity a on a.pid = l.pid
+        where l.locktype = 'advisory' and l.granted and l.classid = %s and l.objid = %s and l.database =
+              (select oid from pg_database where datname = current_database())""",
+                   (LOCK_CLASS, LOCK_RUN))
+    return rows[0] if rows else None
+
+
+@contextmanager
+def run_lock(target: Target, label: str) -> Iterator[None]:
+    """Hold the run lock for the duration of the block, or raise RunLocked at once."""
+    conn = db.connect(target, autocommit=True, application_name=f"kbmigrate lock {label}"[:63])
+    try:
+        if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_RUN)):
+            h = holder(conn) or {"pid": "?", "application": "?", "since": "?"}
+            raise RunLocked(database=target.label, **h)
+        yield
+    finally:
+        conn.close()
