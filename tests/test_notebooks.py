@@ -43,6 +43,9 @@ def test_parameters_are_documented_and_hold_no_secret(step: str) -> None:
         line = next((ln for ln in out.stdout.splitlines() if ln.strip().startswith(name + ":")), "")
         assert line and "(" in line, f"{name} is not documented by papermill --help-notebook"
     assert "lock_timeout" in out.stdout and "the longest any one statement may run" in out.stdout
+    extra = {"00_preflight": "long_tx_seconds", "06_smoke_tests": "smoke_all_up_to"}.get(step)
+    if extra:
+        assert any(ln.strip().startswith(extra + ":") for ln in out.stdout.splitlines())
 
 
 def test_a_notebook_runs_by_hand_without_parameters(small_demo, monkeypatch: pytest.MonkeyPatch) -> None:

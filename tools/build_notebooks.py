@@ -61,8 +61,8 @@ another name) needs a decision by a person, not a retry; a long transaction or l
 out or ended; then run again.
 
 {HOW_TO_RUN}"""),
-    ("code", PARAMETERS),
-    ("code", "long_tx_seconds: float = 60.0  # a transaction open longer than this on the database is a NO-GO"),
+    ("code", PARAMETERS + """
+long_tx_seconds: float = 60.0  # a transaction open longer than this, or any lock on a target table, is a NO-GO"""),
     ("code", setup("00_preflight", ", preflight")),
     ("md", "## The checks\nEach row is one check. `INFO` rows are for the record and never stop the run."),
     ("code", "rows = preflight.checks(kb.conn, kb.params, long_tx_seconds=long_tx_seconds)\nreport = pd.DataFrame(rows)\nreport"),
@@ -375,8 +375,8 @@ quarantined rows are invisible. **Any leak fails the run** and lists the rows.
 below, then either fix the policy and run `kbmigrate run --only smoke`, or roll back.
 
 {HOW_TO_RUN}"""),
-    ("code", PARAMETERS),
-    ("code", """smoke_all_up_to: int = 50  # probe a member of every workspace up to this many workspaces
+    ("code", PARAMETERS + """
+smoke_all_up_to: int = 50  # probe a member of every workspace up to this many workspaces
 smoke_sample: int = 25  # beyond that, a seeded random sample of this many workspaces
 smoke_seed: int = 1  # the sample's seed"""),
     ("code", setup("06_smoke_tests", ", smoke, plan\nfrom kbmigrate.changes import verify_passes")),
@@ -408,14 +408,54 @@ app"""),
 ]
 
 NOTEBOOKS["07_rollback"] = [
-    ("md", """# 07 · Rollback (on demand)
+    ("md", """# 07 · Rollback: back to the pre-migration state, proved
 
-Outside the default plan. Restores a run's backup in place and proves the database is back to
-its pre-migration state (SPEC step 8). **Not built yet**: it arrives with the backup-and-rollback
-work. Until then, the dump in `backups/<run_id>/` restores with
-`pg_restore --clean --if-exists --dbname <db> backups/<run_id>/<db>.dump`."""),
-    ("code", PARAMETERS),
-    ("code", 'raise NotImplementedError("07_rollback is not built yet; see the note above")'),
+On demand, outside the default plan: `kbmigrate rollback --run <run_id> --confirm <run_id>`.
+It restores **that run's backup** in place (SPEC step 8):
+
+1. **Refuses** unless the backup file still has the sha256 recorded in the run's manifest, and
+   while another kbmigrate run holds the database.
+2. **Counts the application's writes since the backup** to the KB tables — rows inserted,
+   updated or deleted by users, not the migration's own changes. A rollback would lose them, so
+   it refuses unless `accept_loss` is set (`--accept-loss`).
+3. **Restores**: drops what the migration added, then `pg_restore --clean --single-transaction`
+   replaces the KB tables — with their indexes, constraints, policies and dependent views —
+   from the dump. Other tables are not touched. The ledger is kept, with a row for this rollback.
+4. **Proves it**: a schema-only dump now must equal the schema in the backup (the `kbmigrate`
+   ledger schema aside), and every table's row count and checksum must equal those at backup time.
+
+**If it fails** at step 3, the migration's objects are already dropped and the KB tables not yet
+replaced: fix the cause (the message says it) and run the rollback again; it is safe to repeat."""),
+    ("code", PARAMETERS + """
+rollback_of: str = ""  # the run whose backup to restore
+accept_loss: bool = False  # go on although the application wrote to the KB tables after the backup"""),
+    ("code", setup("07_rollback", ", rollback")),
+    ("md", "## The backup to restore"),
+    ("code", """nb.check(bool(rollback_of), "no run to roll back: set rollback_of")
+manifest = rollback.load(rollback_of)  # refuses a missing or altered backup
+info = manifest["backup"]
+pd.DataFrame([{"run": rollback_of, "backup": info["path"], "sha256": info["sha256"][:16] + "…", "bytes": info["bytes"],
+               "taken by": info["pg_dump_version"], "run status": manifest["status"]}])"""),
+    ("md", "## Writes since the backup that a rollback would lose"),
+    ("code", """writes = pd.DataFrame(rollback.app_writes(kb.conn, rollback_of, info))
+lost = int(writes[["inserted", "updated", "deleted"]].sum().sum()) if len(writes) else 0
+writes"""),
+    ("code", """nb.check(lost == 0 or accept_loss,
+         f"the application wrote {lost} rows to the KB tables after the backup; a rollback loses them. "
+         "Export what must be kept, then run again with --accept-loss", writes)
+print("no writes would be lost" if lost == 0 else f"accepting the loss of {lost} rows (accept_loss)")"""),
+    ("md", "## Restore"),
+    ("code", """restored = rollback.restore(kb.target, kb.run_id, manifest, kb.params)
+pd.DataFrame([restored])"""),
+    ("md", "## Proof: schema\nA schema-only dump taken now against the schema inside the backup."),
+    ("code", """diff = rollback.schema_diff(kb.target, info)
+nb.check(not diff, "the schema differs from the backup's", pd.DataFrame({"diff": diff[:60]}))
+print("schema identical to the backup's")"""),
+    ("md", "## Proof: data\nEvery table's row count and checksum against those recorded at backup time."),
+    ("code", """data = pd.DataFrame(rollback.data_diff(kb.conn, info))
+nb.check(bool(data.equal.all()), "table contents differ from the backup's", data[~data.equal])
+rollback.record(kb.conn, rollback_of, kb.run_id, {"lost_rows": lost, **restored})
+data"""),
 ]
 
 
@@ -428,7 +468,7 @@ def build() -> dict[str, nbformat.NotebookNode]:
         for i, (kind, text) in enumerate(cells):
             cell = new_markdown_cell(text) if kind == "md" else new_code_cell(text)
             cell["id"] = f"{name[:2]}-{i:02d}"
-            if kind == "code" and text == PARAMETERS:
+            if kind == "code" and text.startswith(PARAMETERS):
                 cell.metadata["tags"] = ["parameters"]
             nb.cells.append(cell)
         out[name] = nb

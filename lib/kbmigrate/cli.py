@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from kbmigrate import __version__, compat, conninfo, db, demo, runner, summary
+from kbmigrate import __version__, compat, conninfo, db, demo, rollback, runner, summary
 from kbmigrate.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, KbError
 from kbmigrate.params import RunParams
@@ -122,6 +122,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.confirm != args.run:
+        raise rollback.RollbackRefused(reason=f"--confirm must repeat the run id ({args.run}) to restore its backup")
+    rollback.load(args.run)  # refuses a missing or tampered backup before anything starts
+    params = _parse_params(args.param or [])
+    target = _target(args)
+    manifest = runner.run(target, params, run_id=args.rollback_id, notebooks=["07_rollback"],
+                          extra={"rollback_of": args.run, "accept_loss": bool(args.accept_loss)},
+                          progress=not args.no_progress)
+    print(f"rollback of {args.run} {manifest['status']}: the database is back to its state at that run's backup; "
+          f"evidence in {runner._rel(runner.RUNS_DIR / manifest['run_id'])}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbmigrate",
@@ -164,6 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("rollback", parents=[target], help="restore a run's backup in place, and prove it",
+                       description="Restore the backup taken by run RUN_ID and prove the schema and data equal the "
+                                   "pre-migration state (notebooks/07_rollback). Refuses without --confirm RUN_ID, "
+                                   "when the backup no longer matches its sha256, while another run holds the "
+                                   "database, and when the application wrote to the KB tables after the backup "
+                                   "(unless --accept-loss).")
+    p.add_argument("--run", required=True, metavar="RUN_ID", help="the run whose backup to restore")
+    p.add_argument("--confirm", required=True, metavar="RUN_ID", help="the same run id again, to confirm")
+    p.add_argument("--accept-loss", action="store_true",
+                   help="go on although rows written by the application after the backup will be lost")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="runbook parameters, as for run")
+    p.add_argument("--rollback-id", help="id of the rollback's own evidence folder (default: new)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",
                        description="Roles anon/authenticated/service_role, schema auth with auth.users, auth.uid(), "

@@ -125,7 +125,9 @@ def _failure_reason(exc: PapermillExecutionError) -> str:
 
 
 def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
-        only: list[str] | None = None, progress: bool = True, echo: Any = print) -> dict[str, Any]:
+        only: list[str] | None = None, progress: bool = True, echo: Any = print,
+        notebooks: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters)."""
     params.validate()
     run_id = run_id or new_run_id()
     if not run_id.replace("-", "").replace("_", "").isalnum():
@@ -133,7 +135,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
     folder = RUNS_DIR / run_id
     if folder.exists():
         raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
-    steps = select_steps(from_step, only)
+    steps = notebooks or select_steps(from_step, only)
 
     with db.connect(target, autocommit=True) as conn:
         manifest: dict[str, Any] = {
@@ -141,16 +143,16 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
             "target": {"host": conn.info.host, "port": conn.info.port, "database": conn.info.dbname,
                        "user": conn.info.user, "source": target.source},
             "server_version": db.server_version(conn), "git_commit": git_commit(),
-            "parameters": params.as_dict(), "steps": [], "sql_files": plan.sql_files_used(),
+            "parameters": {**params.as_dict(), **(extra or {})}, "steps": [], "sql_files": plan.sql_files_used(),
         }
     with run_lock(target, f"run {run_id}"):
         folder.mkdir(parents=True)
         write_manifest(folder, manifest, target)
-        return _execute(target, params, run_id, steps, folder, manifest, progress, echo)
+        return _execute(target, params, run_id, steps, folder, manifest, progress, echo, extra or {})
 
 
 def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
-             manifest: dict[str, Any], progress: bool, echo: Any) -> dict[str, Any]:
+             manifest: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
     failure: RunFailed | None = None
     with kernel_environment(target):
         for step in steps:
@@ -162,7 +164,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             echo(f"▶ {step} …")
             try:
                 papermill.execute_notebook(
-                    str(source), str(out), parameters={"run_id": run_id, **params.as_dict()},
+                    str(source), str(out), parameters={"run_id": run_id, **params.as_dict(), **extra},
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
                     request_save_on_cell_execute=True, kernel_manager_class=IpcKernelManager,
                 )

@@ -12,7 +12,7 @@ create table if not exists kbmigrate.ledger (
   db_user        text        not null default current_user,
   applied_at     timestamptz not null default clock_timestamp(),
   rows_affected  bigint,
-  outcome        text        not null check (outcome in ('applied', 'noop', 'failed')),
+  outcome        text        not null check (outcome in ('applied', 'noop', 'failed', 'reverted')),
   detail         jsonb       not null default '{}'::jsonb
 );
 create index if not exists ledger_run_idx on kbmigrate.ledger (run_id, id);

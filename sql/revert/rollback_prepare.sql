@@ -1,0 +1,20 @@
+-- Rollback, part 1: drop what the migration created that the backup does not contain, so that
+-- pg_restore --clean can then replace the KB tables with their pre-migration selves.
+-- The ledger (kbmigrate.ledger) is kept: it is the record of the migration and of this rollback.
+-- Settings: kbmigrate.sections_in_dump ('true'/'false'), and the membership names as for the run.
+drop view if exists public.vw_workspace_sections;
+drop schema if exists kb_private cascade;        -- the membership helper, and the policies using it
+drop view if exists kbmigrate.membership;
+drop function if exists kbmigrate.legacy_content(jsonb, text[], text[]);
+drop function if exists kbmigrate.legacy_text(jsonb);
+do $$
+begin
+  if current_setting('kbmigrate.sections_in_dump') <> 'true' then
+    drop table if exists public.knowledge_base_sections cascade;
+  end if;
+  execute format('drop index if exists %I.kbmigrate_membership_user_workspace_idx',
+                 current_setting('kbmigrate.membership_schema'));
+end $$;
+-- What these described no longer exists after the restore; a later run must start afresh.
+delete from kbmigrate.legacy_imports;
+delete from kbmigrate.quarantine;
