@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from kbmigrate import __version__, compat, conninfo, db, demo, rollback, runner, summary
+from kbmigrate import __version__, compat, conninfo, db, demo, lock, revert, rollback, runner, summary
 from kbmigrate.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, KbError
 from kbmigrate.params import RunParams
@@ -136,6 +136,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revert(args: argparse.Namespace) -> int:
+    params = _parse_params(args.param or [])
+    revert.expand(args.change)  # an unknown change is refused before connecting
+    target = _target(args)
+    run_id = args.run_id or f"revert-{runner.new_run_id()}"
+    with lock.run_lock(target, run_id), db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
+        done = revert.revert(conn, args.change, params, run_id)
+    for d in done:
+        print(f"{d['change']}: {d['outcome']} in {d['seconds']} s (ledger run id {run_id})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbmigrate",
@@ -193,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollback-id", help="id of the rollback's own evidence folder (default: new)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("revert", parents=[target], help="undo one step (legacy import, RLS policies) and verify it",
+                       description="Undo one change with its sql/revert file, in one transaction that also verifies "
+                                   "it and writes the ledger; every other step's work is left as it is. "
+                                   "CHANGE: import_legacy (all four sources), import_legacy_icp, import_legacy_product, "
+                                   "import_legacy_competitor, import_legacy_persona, or rls_policies.")
+    p.add_argument("change", metavar="CHANGE", help="what to undo")
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="runbook parameters, as for run")
+    p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
+    p.set_defaults(func=cmd_revert)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",
                        description="Roles anon/authenticated/service_role, schema auth with auth.users, auth.uid(), "

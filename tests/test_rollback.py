@@ -1,0 +1,130 @@
+"""Rollback and partial revert, against expectations the tests compute themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+
+from kbmigrate import db, runner
+from kbmigrate.conninfo import Target, libpq_env
+from kbmigrate.embedded import bin_dir
+from kbmigrate.params import RunParams
+from kbmigrate.steps import apply_step
+
+from conftest import drop, new_demo, run_cli
+from test_runbook import QUIET, checksums
+
+
+def schema_dump(target: Target) -> list[str]:
+    env = {**os.environ, **libpq_env(target)}
+    out = subprocess.run([str(bin_dir() / "pg_dump"), "--schema-only", "--exclude-schema=kbmigrate"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    return [ln for ln in out.splitlines() if ln.strip() and not ln.startswith(("\\restrict", "\\unrestrict", "-- Dumped"))]
+
+
+@pytest.fixture
+def migrated(server: Target) -> Any:
+    target = new_demo(server, "kbt_rb")
+    before = {"schema": schema_dump(target), "data": checksums(target)}
+    run_id = f"t-{uuid.uuid4().hex[:8]}"
+    runner.run(target, RunParams(), run_id=run_id, **QUIET)
+    assert schema_dump(target) != before["schema"]  # the migration did change it
+    yield target, run_id, before
+    drop(server, target)
+
+
+def test_rollback_returns_the_pre_migration_state(migrated: Any) -> None:
+    target, run_id, before = migrated
+    done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert schema_dump(target) == before["schema"]
+    assert checksums(target) == before["data"]
+    with db.connect(target) as conn:  # the ledger survives, with the rollback in it
+        assert db.scalar(conn, "select count(*) from kbmigrate.ledger where change = %s", (f"rollback of {run_id}",)) == 1
+
+
+def test_rollback_refusals(migrated: Any) -> None:
+    target, run_id, _ = migrated
+    migrated_state = checksums(target)
+    done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", "something-else")
+    assert done.returncode != 0 and "--confirm must repeat the run id" in done.stderr
+
+    # an application write after the backup blocks the rollback without --accept-loss
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("set role service_role")
+        conn.execute("insert into knowledge_base (title, content) values ('written after the backup', 'x')")
+        conn.execute("update knowledge_base set content = 'edited' where id = (select id from knowledge_base "
+                     "where metadata ->> 'imported_from' is null order by id limit 1)")
+    after_write = checksums(target)
+    done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+    assert done.returncode != 0 and "--accept-loss" in done.stderr and "2 rows" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert checksums(target) == after_write != migrated_state  # refused before touching anything
+
+    # a tampered backup is refused
+    manifest = json.loads((runner.RUNS_DIR / run_id / "manifest.json").read_text())
+    dump = manifest["backup"]["path"]
+    dump = dump if os.path.isabs(dump) else os.path.join(runner.REPO_ROOT, dump)
+    original = open(dump, "rb").read()
+    try:
+        with open(dump, "ab") as fh:
+            fh.write(b"\0")
+        done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--accept-loss")
+        assert done.returncode != 0 and "no longer matches the sha256" in done.stderr
+        assert checksums(target) == after_write
+    finally:
+        with open(dump, "wb") as fh:
+            fh.write(original)
+    done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--accept-loss", "--no-progress")
+    assert done.returncode == 0, done.stderr
+
+
+def _kb(target: Target) -> dict[Any, tuple]:
+    with db.connect(target) as conn:
+        return {r["id"]: (r["title"], r["content"], r["workspace_id"], r["section_id"], r["is_shared"], r["source"])
+                for r in db.rows(conn, "select *, metadata ->> 'imported_from' as source from knowledge_base")}
+
+
+def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
+    target = new_demo(server, "kbt_revert")
+    try:
+        params = RunParams()
+        with db.connect(target, autocommit=True) as conn:
+            for step in ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"):
+                apply_step(conn, step, params, "migrate", progress=False)
+        full = _kb(target)
+        tables = checksums(target)
+
+        assert run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo).returncode == 0
+        after = _kb(target)
+        assert after == {k: v for k, v in full.items() if v[5] != "legacy_icp_data"}
+        assert any(v[5] == "legacy_icp_data" for v in full.values())
+        assert {t: c for t, c in checksums(target).items() if t != "knowledge_base"} == \
+               {t: c for t, c in tables.items() if t != "knowledge_base"}
+        with db.connect(target, autocommit=True) as conn:
+            assert db.scalar(conn, "select count(*) from kbmigrate.legacy_imports where source = 'legacy_icp_data'") == 0
+            apply_step(conn, "05_import_legacy", params, "again", progress=False)  # re-imports icp, and only icp
+        again = _kb(target)
+        assert sorted(v for v in again.values() if v[5] == "legacy_icp_data") == \
+               sorted(v for v in full.values() if v[5] == "legacy_icp_data")
+        assert len(again) == len(full)
+
+        before_rls = _kb(target)
+        assert run_cli("revert", "rls_policies", "--dsn", target.conninfo).returncode == 0
+        with db.connect(target) as conn:
+            assert db.scalar(conn, "select count(*) from pg_policies where tablename like 'knowledge_base%%'") == 0
+            assert not db.scalar(conn, "select relrowsecurity from pg_class where oid = 'knowledge_base'::regclass")
+            assert db.scalar(conn, "select count(*) from knowledge_base_sections") > 0
+        assert _kb(target) == before_rls
+
+        assert run_cli("revert", "import_legacy", "--dsn", target.conninfo).returncode == 0
+        assert _kb(target) == {k: v for k, v in before_rls.items() if v[5] is None}
+        done = run_cli("revert", "sections", "--dsn", target.conninfo)
+        assert done.returncode == 2 and "cannot be reverted" in done.stderr
+    finally:
+        drop(server, target)
