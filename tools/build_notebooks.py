@@ -401,6 +401,27 @@ view"""),
 nb.check(leaks.empty, "RLS LEAK: users can read entries outside their workspaces", leaks)
 nb.check(bool(matrix["pass"].all()), "isolation checks failed", view[~matrix["pass"]])
 print(f"isolation proved for {len(matrix)} users: no leak, nothing missing, writes confined")"""),
+    ("md", """## Before and after, for the users probed
+The old rule, before the migration: **the knowledge base was global** — RLS was off and every
+signed-in user could read every entry (`anon` too, through Supabase's default grants).
+`lost` is what each user could read before and cannot now."""),
+    ("code", """total = int(kb.scalar("select count(*) from public.knowledge_base"))
+before_after = matrix[["user", "role", "workspaces"]].assign(before=total, after=matrix.reads, lost=total - matrix.reads)
+before_after"""),
+    ("md", """## Who lost access to entries they created
+Computed as the admin from the rules for **every** user; the first few are then confirmed by
+acting as them. These people need a word (or their entries a workspace) after the migration."""),
+    ("code", """lost_own = kb.query("report/lost_own_entries.sql")
+for row in lost_own.head(5).itertuples():
+    reads = smoke.readable_ids(kb.conn, row.user_id)
+    nb.check(not (set(row.example_ids) & reads), f"user {row.user_id} can still read entries listed as lost", None)
+print(f"{len(lost_own)} users lost access to {int(lost_own.entries_lost.sum()) if len(lost_own) else 0} entries they created")
+lost_own.head(50)"""),
+    ("md", "## Functions and the API roles\nOnly `kb_private.my_workspace_ids()` may be executed by `authenticated`; nothing by `anon`."),
+    ("code", """functions = kb.query("report/function_privileges.sql")
+wrong = functions[functions.anon_can_execute | (functions.authenticated_can_execute & ~functions.meant_for_authenticated)]
+nb.check(wrong.empty, "the API roles can execute functions they must not", wrong)
+functions"""),
     ("md", "## The application keeps working\nIts existing queries, and an insert naming none of the new columns, as the table owner and as `service_role` (rolled back)."),
     ("code", """app = pd.DataFrame(smoke.app_queries(kb.conn))
 nb.check(bool(app["pass"].all()), "the app's queries fail after the migration", app)

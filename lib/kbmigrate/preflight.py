@@ -86,6 +86,22 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
     else:
         rows.append(_row("table public.knowledge_base_sections", None, "absent (created by 02_schema)"))
 
+    for table in ("knowledge_base", "knowledge_base_sections"):
+        state = db.rows(conn, """select c.relrowsecurity as rls,
+                                        (select count(*) from pg_policies p where p.schemaname = 'public' and p.tablename = c.relname) as policies
+                                 from pg_class c where c.oid = to_regclass(%s)""", (f"public.{table}",))
+        if not state:
+            continue
+        rls, policies = state[0]["rls"], state[0]["policies"]
+        if rls and not policies:
+            rows.append(_row(f"RLS on {table}", False, "LOCKOUT: RLS is enabled with no policy, so no API user can read "
+                                                      "or write it today; find out why before migrating"))
+        elif policies and not rls:
+            rows.append(_row(f"RLS on {table}", False, f"LEAK: {policies} policies are defined but RLS is disabled, "
+                                                      "so they protect nothing; find out why before migrating"))
+        else:
+            rows.append(_row(f"RLS on {table}", None, f"rls={'on' if rls else 'off'}, {policies} policies"))
+
     schema, table = params.membership_split
     mcols = _columns(conn, schema, [table]).get(table)
     want = {params.membership_user_column: ("uuid",), params.membership_workspace_column: ("uuid",),

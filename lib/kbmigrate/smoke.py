@@ -114,6 +114,12 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dic
     return r
 
 
+def readable_ids(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> set[uuid.UUID]:
+    """The KB entries ``user_id`` can read through the API (acting as them)."""
+    with acting_as(conn, user_id, "authenticated"):
+        return {r["id"] for r in db.rows(conn, "select id from public.knowledge_base")}
+
+
 def app_queries(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     """The app's existing queries and an insert that names none of the new columns, as the table
     owner and as service_role; all rolled back."""

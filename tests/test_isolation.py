@@ -1,0 +1,117 @@
+"""Isolation proved by acting as users; a deliberately leaky policy is caught; preflight flags
+lockouts and leaks; the lost-access list matches an independent computation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from psycopg import sql
+
+from kbmigrate import db, preflight, runner, smoke
+from kbmigrate.conninfo import Target
+from kbmigrate.params import RunParams
+from kbmigrate.paths import read_sql
+from kbmigrate.steps import apply_step
+
+from conftest import drop, new_demo
+from oracle import fetch
+from test_runbook import QUIET
+
+PARAMS = RunParams()
+
+
+@pytest.fixture(scope="module")
+def migrated(server: Target) -> Any:
+    target = new_demo(server, "kbt_iso")
+    with db.connect(target, autocommit=True) as conn:
+        for step in ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"):
+            apply_step(conn, step, PARAMS, "iso", progress=False)
+    yield target
+    drop(server, target)
+
+
+def test_isolation_matrix_on_the_small_demo(migrated: Target) -> None:
+    with db.connect(migrated, autocommit=True) as conn:
+        subjects = smoke.subjects(conn, PARAMS)
+        workspaces_with_members = db.scalar(conn, "select count(distinct workspace_id) from workspace_members")
+        matrix = [smoke.probe(conn, PARAMS, s) for s in subjects]
+    labels = [s.label for s in subjects]
+    assert sum(label.startswith("member of ") and "workspaces" not in label for label in labels) == workspaces_with_members
+    assert any(label.endswith("workspaces") for label in labels)
+    assert "signed in, no workspace" in labels and "anon" in labels
+    for row in matrix:
+        assert row["pass"], row
+    anon = next(r for r in matrix if r["role"] == "anon")
+    assert anon["reads"] == 0
+    loner = next(r for r in matrix if r["user"] == "signed in, no workspace")
+    with db.connect(migrated) as conn:
+        assert loner["reads"] == db.scalar(conn, "select count(*) from knowledge_base where is_shared") > 0
+
+
+def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
+    target = new_demo(server, "kbt_leaky")
+    try:
+        runner.run(target, PARAMS, only=["02", "03", "04", "05"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        with db.connect(target, autocommit=True) as conn:
+            victim = db.scalar(conn, "select id from workspaces where is_active order by id desc limit 1")
+            # same name, still mentions is_shared and the helper: only the isolation matrix can tell
+            conn.execute("drop policy kb_select on knowledge_base")
+            conn.execute(sql.SQL("""create policy kb_select on knowledge_base for select to authenticated
+                                    using (is_shared or workspace_id in (select kb_private.my_workspace_ids())
+                                           or workspace_id = {}::uuid)""").format(sql.Literal(str(victim))))
+            leaked = {r["id"] for r in db.rows(conn, "select id from knowledge_base where workspace_id = %s", (victim,))}
+            probe = smoke.probe(conn, PARAMS, smoke.Subject("member elsewhere", db.scalar(conn, "select user_id from workspace_members where workspace_id <> %s order by user_id limit 1", (victim,))))
+        assert probe["leaked"] and set(probe["leaked"]) <= leaked and not probe["pass"]
+        with pytest.raises(runner.RunFailed) as exc:
+            runner.run(target, PARAMS, only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        message = exc.value.message
+        assert "06_smoke_tests" in message and "RLS LEAK" in message
+        assert any(str(i) in message for i in leaked)  # the offending rows are listed
+    finally:
+        drop(server, target)
+
+
+def test_preflight_flags_lockout_and_leak(small_demo: Target) -> None:
+    def rls_rows() -> list[dict[str, str]]:
+        with db.connect(small_demo) as conn:
+            return [r for r in preflight.checks(conn, PARAMS) if r["check"] == "RLS on knowledge_base"]
+
+    assert rls_rows()[0]["status"] == "INFO"
+    with db.connect(small_demo, autocommit=True) as conn:
+        conn.execute("alter table knowledge_base enable row level security")
+    try:
+        row = rls_rows()[0]
+        assert row["status"] == "NO-GO" and "LOCKOUT" in row["detail"]
+        with db.connect(small_demo, autocommit=True) as conn:
+            conn.execute("alter table knowledge_base disable row level security")
+            conn.execute("create policy everyone on knowledge_base for select to authenticated using (true)")
+        row = rls_rows()[0]
+        assert row["status"] == "NO-GO" and "LEAK" in row["detail"]
+    finally:
+        with db.connect(small_demo, autocommit=True) as conn:
+            conn.execute("drop policy if exists everyone on knowledge_base")
+            conn.execute("alter table knowledge_base disable row level security")
+
+
+def test_lost_access_list_matches_an_independent_computation(migrated: Target) -> None:
+    with db.connect(migrated) as conn:
+        entries = fetch(conn, "select id, created_by, workspace_id, is_shared from knowledge_base")
+        members = {(m["user_id"], m["workspace_id"]) for m in fetch(conn, "select user_id, workspace_id from workspace_members")}
+        report = fetch(conn, read_sql("report/lost_own_entries.sql"))
+    expected: dict[Any, int] = {}
+    for e in entries:
+        if e["created_by"] and not e["is_shared"] and (e["created_by"], e["workspace_id"]) not in members:
+            expected[e["created_by"]] = expected.get(e["created_by"], 0) + 1
+    assert {r["user_id"]: r["entries_lost"] for r in report} == expected and expected
+
+
+def test_api_roles_cannot_execute_the_migrations_functions(migrated: Target) -> None:
+    with db.connect(migrated, autocommit=True) as conn:
+        rows = fetch(conn, read_sql("report/function_privileges.sql"))
+        assert rows and not any(r["anon_can_execute"] for r in rows)
+        assert [r["function"] for r in rows if r["authenticated_can_execute"]] == ["kb_private.my_workspace_ids()"]
+        with conn.transaction(force_rollback=True):
+            conn.execute("grant execute on function kbmigrate.legacy_text(jsonb) to anon")
+            assert any(r["anon_can_execute"] for r in fetch(conn, read_sql("report/function_privileges.sql")))
