@@ -2,6 +2,10 @@
 
 The lock lives in a connection of its own. If the process dies, the server ends the session
 and the lock goes with it: a crashed run leaves no lock behind.
+
+The notebook kernels a run starts hold a second lock, shared, for as long as they live. A new
+run must get that one exclusively (and lets it go at once): so a kernel orphaned by a killed
+run, or a notebook open in JupyterLab, keeps every other run out until it is gone.
 """
 
 from __future__ import annotations
@@ -17,20 +21,21 @@ from kbmigrate.errors import KbError
 # pg_advisory_lock(int, int): a fixed class id for kbmigrate and one object id for "the run".
 LOCK_CLASS = 0x6B626D67  # "kbmg"
 LOCK_RUN = 1
+LOCK_KERNELS = 2
 
 
 class RunLocked(KbError):
     """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
 
 
-def holder(conn: Any) -> dict[str, Any] | None:
+def holder(conn: Any, objid: int = LOCK_RUN) -> dict[str, Any] | None:
     rows = db.rows(conn, """
         select a.pid, coalesce(nullif(a.application_name, ''), a.usename) as application,
                to_char(a.backend_start at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS "UTC"') as since
         from pg_locks l join pg_stat_activity a on a.pid = l.pid
         where l.locktype = 'advisory' and l.granted and l.classid = %s and l.objid = %s and l.database =
               (select oid from pg_database where datname = current_database())""",
-                   (LOCK_CLASS, LOCK_RUN))
+                   (LOCK_CLASS, objid))
     return rows[0] if rows else None
 
 
@@ -42,6 +47,15 @@ def run_lock(target: Target, label: str) -> Iterator[None]:
         if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_RUN)):
             h = holder(conn) or {"pid": "?", "application": "?", "since": "?"}
             raise RunLocked(database=target.label, **h)
+        if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS)):
+            h = holder(conn, LOCK_KERNELS) or {"pid": "?", "application": "?", "since": "?"}
+            raise RunLocked(database=target.label, **h)
+        conn.execute("select pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))
         yield
     finally:
         conn.close()
+
+
+def hold_for_kernel(conn: Any) -> None:
+    """Called by each notebook's connection: held (shared) until the kernel goes away."""
+    conn.execute("select pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))

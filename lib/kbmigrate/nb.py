@@ -16,7 +16,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from kbmigrate import conninfo, db, ledger
+from kbmigrate import conninfo, db, ledger, lock
 from kbmigrate.errors import CheckFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
@@ -38,6 +38,7 @@ class Step:
         self.target = conninfo.resolve()
         self.conn: psycopg.Connection[Any] = db.connect(
             self.target, autocommit=True, application_name=f"kbmigrate {step} {self.run_id}"[:63])
+        lock.hold_for_kernel(self.conn)
 
     def __repr__(self) -> str:
         return f"<step {self.step} of run {self.run_id} on {self.target.label}>"
