@@ -14,7 +14,7 @@ import psycopg
 
 from kbmigrate import db
 from kbmigrate.params import RunParams
-from kbmigrate.paths import REPO_ROOT, read_sql
+from kbmigrate.paths import read_sql
 
 MIN_SERVER = 150000  # PostgreSQL 15: ON DELETE SET NULL (column), security_invoker views
 
@@ -53,7 +53,10 @@ def _shape(table: str, have: dict[str, str] | None, want: dict[str, tuple[str, .
 
 
 def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds: float = 60.0,
-           backup_dir: Path = REPO_ROOT / "backups") -> list[dict[str, str]]:
+           backup_dir: Path | None = None) -> list[dict[str, str]]:
+    from kbmigrate.backup import BACKUP_ROOT, BackupFailed, client
+
+    backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
     version = int(db.scalar(conn, "show server_version_num"))
     rows.append(_row("server version", version >= MIN_SERVER,
@@ -126,11 +129,17 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
                                                        f"open {b['transaction_age']}, locks: {b['locks_on_targets'] or '-'})"
                                                        for b in busy[:5])))
 
+    try:
+        path, major = client("pg_dump", version // 10000)
+        rows.append(_row("backup client", True, f"{path.name} {major} (server {version // 10000})"))
+    except BackupFailed as exc:
+        rows.append(_row("backup client", False, exc.message))
+
     size = int(db.scalar(conn, "select pg_database_size(current_database())"))
     backup_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(backup_dir).free
     rows.append(_row("disk room for the backup", free > size * 1.2,
-                     f"database {size / 2**20:,.0f} MiB, free in {backup_dir.name}/ {free / 2**30:,.1f} GiB "
+                     f"database {size / 2**20:,.0f} MiB, free in {backup_dir} {free / 2**20:,.1f} MiB "
                      "(a custom-format dump is smaller than the database; 1.2x is the margin)"))
 
     if "knowledge_base" in cols:

@@ -60,6 +60,15 @@ def subjects(conn: psycopg.Connection[Any], params: RunParams, *, all_up_to: int
     return out
 
 
+def readable(conn: psycopg.Connection[Any], query: str) -> set[uuid.UUID]:
+    """Ids a read returns; a read refused outright (no privilege, e.g. anon) returns nothing."""
+    try:
+        with conn.transaction():
+            return {x["id"] for x in db.rows(conn, query)}
+    except psycopg.errors.InsufficientPrivilege:
+        return set()
+
+
 def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dict[str, Any]:
     """What ``who`` can read and write, against what they should."""
     member_of = memberships(conn, params).get(who.user_id, set()) if who.user_id else set()
@@ -78,8 +87,8 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dic
 
     r: dict[str, Any] = {"user": who.label, "role": who.role, "workspaces": len(member_of)}
     with acting_as(conn, who.user_id, who.role):
-        seen = {x["id"] for x in db.rows(conn, "select id from public.knowledge_base")}
-        seen_sections = {x["id"] for x in db.rows(conn, "select id from public.knowledge_base_sections")}
+        seen = readable(conn, "select id from public.knowledge_base")
+        seen_sections = readable(conn, "select id from public.knowledge_base_sections")
         view_ws = {x["workspace_id"] for x in db.rows(conn, "select workspace_id from public.vw_workspace_sections")} \
             if who.role == "authenticated" else set()
         r["reads"] = len(seen)

@@ -26,3 +26,9 @@ begin
       add constraint knowledge_base_sections_id_workspace_id_key unique (id, workspace_id);
   end if;
 end $$;
+
+-- Explicit grants, as Supabase gives tables created by its own roles: RLS decides the rows.
+-- (Default privileges only cover tables created by the role they were defined for; the
+-- migrating user may be another.)
+grant select, insert, update, delete on public.knowledge_base_sections to authenticated;
+grant all on public.knowledge_base_sections to service_role;

@@ -7,3 +7,4 @@ create or replace view public.vw_workspace_sections with (security_invoker = tru
   left join public.knowledge_base kb on kb.section_id = s.id and kb.workspace_id = s.workspace_id
   group by s.workspace_id, s.id;
 revoke all on public.vw_workspace_sections from anon;
+grant select on public.vw_workspace_sections to authenticated, service_role;

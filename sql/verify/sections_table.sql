@@ -13,4 +13,8 @@ begin
                  and conname = 'knowledge_base_sections_workspace_id_name_key'), 'unique (workspace_id, name) is missing';
   assert exists (select 1 from pg_constraint where conrelid = 'public.knowledge_base_sections'::regclass
                  and conname = 'knowledge_base_sections_id_workspace_id_key'), 'unique (id, workspace_id) is missing';
+  assert has_table_privilege('authenticated', 'public.knowledge_base_sections', 'select, insert, update, delete'),
+         'authenticated lacks privileges on knowledge_base_sections';
+  assert has_table_privilege('service_role', 'public.knowledge_base_sections', 'select, insert, update, delete'),
+         'service_role lacks privileges on knowledge_base_sections';
 end $$;
