@@ -1,0 +1,56 @@
+"""DDL waits at most lock_timeout for a busy table, retries with backoff, and stops cleanly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.errors import StepFailed
+from kbmigrate.params import RunParams
+from kbmigrate.steps import apply_step
+
+from conftest import drop, new_demo
+
+
+def _hold_lock(target: Target, seconds: float, ready: threading.Event) -> None:
+    with db.connect(target) as conn:
+        conn.execute("lock table knowledge_base in access share mode")  # what any long app read holds
+        conn.execute("select 1")
+        ready.set()
+        time.sleep(seconds)
+        conn.rollback()
+
+
+def test_busy_table_retries_then_succeeds_or_stops(server: Target) -> None:
+    target = new_demo(server, "kbt_busy")
+    try:
+        params = RunParams(lock_timeout="200ms", lock_retries=3)
+        ready = threading.Event()
+        blocker = threading.Thread(target=_hold_lock, args=(target, 5, ready))
+        blocker.start()
+        ready.wait(10)
+        started = time.monotonic()
+        with db.connect(target, autocommit=True) as conn, pytest.raises(StepFailed) as exc:
+            apply_step(conn, "02_schema", params, "busy", progress=False)
+        waited = time.monotonic() - started
+        assert "could not get a lock within 200ms after 4 tries" in exc.value.message
+        assert waited < 10  # bounded: 4 x 200 ms plus backoff, never stuck behind the blocker
+        with db.connect(target) as conn:
+            assert db.scalar(conn, "select count(*) from pg_attribute where attrelid = 'knowledge_base'::regclass "
+                                   "and attname = 'is_shared'") == 0  # the change was rolled back
+        blocker.join()
+
+        ready = threading.Event()
+        blocker = threading.Thread(target=_hold_lock, args=(target, 0.5, ready))
+        blocker.start()
+        ready.wait(10)
+        with db.connect(target, autocommit=True) as conn:
+            done = apply_step(conn, "02_schema", RunParams(lock_timeout="200ms", lock_retries=6), "busy2", progress=False)
+        blocker.join()
+        assert all(o.outcome in ("applied", "noop") for o in done)
+    finally:
+        drop(server, target)
