@@ -96,6 +96,7 @@ def dump(target: Target, run_id: str) -> dict[str, Any]:
     if path.exists():
         raise BackupFailed(reason=f"{path.relative_to(REPO_ROOT)} already exists; a run id is used once")
     env = {**os.environ, **libpq_env(target)}
+    started = time.monotonic()
     try:
         snap.execute("begin isolation level repeatable read read only")
         snapshot = db.scalar(snap, "select pg_export_snapshot()")
@@ -125,7 +126,7 @@ def dump(target: Target, run_id: str) -> dict[str, Any]:
         shown = str(path)
     info = {"path": shown, "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "restore_list_entries": entries, "row_counts": counts, "pg_dump_version": version,
-            "checksums": sums, "server_major": major}
+            "checksums": sums, "server_major": major, "seconds": round(time.monotonic() - started, 2)}
     (folder / "backup.json").write_text(json.dumps(info, indent=2))
     return info
 

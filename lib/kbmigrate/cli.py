@@ -148,6 +148,16 @@ def cmd_revert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kbmigrate import bench
+
+    target = conninfo.resolve(args.dsn, embedded=args.embedded or not args.dsn)
+    results = bench.run(target, args.size, traffic_seconds=args.traffic_seconds)
+    print((bench.BENCH_DIR / "results.md").read_text())
+    print(f"results: {runner._rel(bench.BENCH_DIR / 'results.json')}, chart: {runner._rel(bench.BENCH_DIR / 'results.png')}")
+    return 0 if results else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kbmigrate",
@@ -215,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="runbook parameters, as for run")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
     p.set_defaults(func=cmd_revert)
+
+    p = sub.add_parser("bench", parents=[target], help="measure every step on the large demo database",
+                       description="Build (or reuse) the demo database of --size on the server (the embedded one "
+                                   "unless --dsn), measure the backfill, RLS, concurrent traffic, the whole run and the "
+                                   "backup on copies of it, and write bench/results.json, results.md and results.png.")
+    p.add_argument("--size", choices=list(demo.SIZES), default="large", help="dataset (default: large)")
+    p.add_argument("--traffic-seconds", type=float, default=10.0, help="length of the idle-load baseline (default: 10)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",
                        description="Roles anon/authenticated/service_role, schema auth with auth.users, auth.uid(), "

@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import secrets as pysecrets
+import shutil
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -41,7 +43,16 @@ class IpcKernelManager(KernelManager):
     """Kernels talk over local sockets (IPC), not TCP: nothing listens on the network."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(transport="ipc", **kwargs)
+        # Each kernel gets its sockets in a private folder: a shared prefix lets concurrent
+        # kernels (or one orphaned by a killed run) collide on the same socket files.
+        folder = tempfile.mkdtemp(prefix="kbmigrate-kernel-")
+        super().__init__(transport="ipc", ip=os.path.join(folder, "kernel"), **kwargs)
+        self._socket_folder = folder
+
+    def cleanup_resources(self, restart: bool = False) -> None:
+        super().cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(self._socket_folder, ignore_errors=True)
 
 
 class RunFailed(KbError):
@@ -172,6 +183,10 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             except PapermillExecutionError as exc:
                 entry["status"] = "failed"
                 entry["error"] = target.redact(_failure_reason(exc))
+                failure = RunFailed(step=step, reason=entry["error"], evidence=_rel(out))
+            except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
+                entry["status"] = "failed"
+                entry["error"] = target.redact(f"the notebook kernel failed: {exc}")
                 failure = RunFailed(step=step, reason=entry["error"], evidence=_rel(out))
             entry["end"] = utc_now()
             entry["seconds"] = round(time.monotonic() - t0, 2)

@@ -1,0 +1,2 @@
+-- Everything a member can read: the query where a per-row policy costs most.
+select count(*) from public.knowledge_base;
