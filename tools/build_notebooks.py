@@ -394,7 +394,8 @@ nb.check(bad.empty, "integrity problems", bad)
 integrity.T.rename(columns={0: "count"})"""),
     ("md", "## Isolation matrix\nOne row per user probed. `leaked` lists entries a user could read but should not; `missing` the reverse."),
     ("code", """subjects = smoke.subjects(kb.conn, kb.params, all_up_to=smoke_all_up_to, sample=smoke_sample, seed=smoke_seed)
-matrix = pd.DataFrame([smoke.probe(kb.conn, kb.params, s) for s in subjects])
+member_map = smoke.memberships(kb.conn, kb.params)
+matrix = pd.DataFrame([smoke.probe(kb.conn, kb.params, s, member_map) for s in subjects])
 view = matrix.assign(leaked=matrix.leaked.map(len), missing=matrix.missing.map(len))
 view"""),
     ("code", """leaks = matrix[matrix.leaked.map(len) > 0].explode("leaked")[["user", "leaked"]]

@@ -60,25 +60,33 @@ def subjects(conn: psycopg.Connection[Any], params: RunParams, *, all_up_to: int
     return out
 
 
-def readable(conn: psycopg.Connection[Any], query: str) -> set[uuid.UUID]:
+def readable(conn: psycopg.Connection[Any], query: str, params: Any = None) -> set[uuid.UUID]:
     """Ids a read returns; a read refused outright (no privilege, e.g. anon) returns nothing."""
     try:
         with conn.transaction():
-            return {x["id"] for x in db.rows(conn, query)}
+            return {x["id"] for x in db.rows(conn, query, params)}
     except psycopg.errors.InsufficientPrivilege:
         return set()
 
 
-def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dict[str, Any]:
+# count and an order-independent 60-bit hash sum of the ids: equal sets give equal figures; when
+# they differ, the full sets are fetched to list exactly which entries leak or are missing.
+_SET_FIGURES = ("select count(*) as n, coalesce(sum(('x' || substr(md5(id::text), 1, 15))::bit(60)::bigint::numeric), 0)::text as h "
+                "from public.knowledge_base")
+
+
+def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
+          member_map: dict[uuid.UUID, set[uuid.UUID]] | None = None) -> dict[str, Any]:
     """What ``who`` can read and write, against what they should."""
-    member_of = memberships(conn, params).get(who.user_id, set()) if who.user_id else set()
-    if who.role == "anon":
-        member_of = set()
-    expected_kb = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base where is_shared or workspace_id = any(%s)",
-                                             (list(member_of),))} if who.role == "authenticated" else set()
+    member_map = member_map if member_map is not None else memberships(conn, params)
+    member_of = member_map.get(who.user_id, set()) if who.user_id and who.role == "authenticated" else set()
+    visible_rule = "is_shared or workspace_id = any(%(ws)s)"
+    if who.role == "authenticated":
+        expected = db.rows(conn, f"{_SET_FIGURES} where {visible_rule}", {"ws": list(member_of)})[0]
+    else:
+        expected = {"n": 0, "h": "0"}
     expected_sections = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base_sections where workspace_id = any(%s)",
                                                    (list(member_of),))} if who.role == "authenticated" else set()
-    quarantined = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base where workspace_id is null and not is_shared")}
     other_ws = db.scalar(conn, "select id from public.workspaces where id <> all(%s) order by id limit 1", (list(member_of),))
     own_ws = min(member_of) if member_of else None
     own_section = db.scalar(conn, "select id from public.knowledge_base_sections where workspace_id = %s order by id limit 1",
@@ -87,18 +95,23 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dic
 
     r: dict[str, Any] = {"user": who.label, "role": who.role, "workspaces": len(member_of)}
     with acting_as(conn, who.user_id, who.role):
-        seen = readable(conn, "select id from public.knowledge_base")
+        try:
+            with conn.transaction():
+                actual = db.rows(conn, _SET_FIGURES)[0]
+        except psycopg.errors.InsufficientPrivilege:
+            actual = {"n": 0, "h": "0"}
+        r["reads"] = int(actual["n"])
+        r["expected"] = int(expected["n"])
+        if (actual["n"], actual["h"]) != (expected["n"], expected["h"]):
+            seen = readable(conn, "select id from public.knowledge_base")
         seen_sections = readable(conn, "select id from public.knowledge_base_sections")
         view_ws = {x["workspace_id"] for x in db.rows(conn, "select workspace_id from public.vw_workspace_sections")} \
             if who.role == "authenticated" else set()
-        r["reads"] = len(seen)
-        r["expected"] = len(expected_kb)
-        r["leaked"] = sorted(seen - expected_kb)
-        r["missing"] = sorted(expected_kb - seen)
         r["sections_ok"] = seen_sections == expected_sections
         r["view_ok"] = view_ws <= member_of
-        r["quarantine_hidden"] = not (seen & quarantined)
-        r["shared_readable"] = who.role != "authenticated" or shared_id is None or shared_id in seen
+        r["quarantine_hidden"] = not readable(conn, "select id from public.knowledge_base where workspace_id is null and not is_shared")
+        r["shared_readable"] = who.role != "authenticated" or shared_id is None or bool(
+            readable(conn, "select id from public.knowledge_base where id = %s", (shared_id,)))
         if own_ws:
             created = attempt(conn, "insert into public.knowledge_base (title, content, workspace_id, section_id) "
                                     "values ('smoke test', 'x', %s, %s)", (own_ws, own_section))
@@ -118,6 +131,12 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject) -> dic
                                 and attempt(conn, "delete from public.knowledge_base where is_shared") in (0, "refused"))
         r["section_other_refused"] = attempt(conn, "insert into public.knowledge_base_sections (workspace_id, name) values (%s, 'smoke')",
                                              (other_ws,)) == "refused"
+    if (actual["n"], actual["h"]) != (expected["n"], expected["h"]):
+        should = {x["id"] for x in db.rows(conn, f"select id from public.knowledge_base where {visible_rule}",
+                                           {"ws": list(member_of)})} if who.role == "authenticated" else set()
+        r["leaked"], r["missing"] = sorted(seen - should), sorted(should - seen)
+    else:
+        r["leaked"], r["missing"] = [], []
     checks = [k for k, v in r.items() if isinstance(v, bool)]
     r["pass"] = not r["leaked"] and not r["missing"] and all(r[k] for k in checks)
     return r
