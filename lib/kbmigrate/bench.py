@@ -171,7 +171,9 @@ class Bench:
 
     def _load(self, target: Target, during: Any, clients: int = 3) -> list[float]:
         with db.connect(target) as conn:
-            members = db.rows(conn, "select user_id, workspace_id from public.workspace_members order by user_id limit 2000")
+            members = db.rows(conn, """select created_by as user_id, (array_agg(id order by id))[1:20] as ids
+                                       from public.knowledge_base where created_by is not null
+                                       group by created_by order by created_by limit 2000""")
         stop = threading.Event()
         latencies: list[float] = []
         lock = threading.Lock()
@@ -188,8 +190,8 @@ class Bench:
                             conn.execute("select set_config('request.jwt.claims', %s, true)",
                                          (json.dumps({"sub": str(m["user_id"]), "role": "authenticated"}),))
                             conn.execute("set local role authenticated")
-                            conn.execute(read, {"workspace": m["workspace_id"]}).fetchall()
-                            conn.execute(write, {"workspace": m["workspace_id"]})
+                            conn.execute(read, {"ids": m["ids"]}).fetchall()
+                            conn.execute(write, {"id": rng.choice(m["ids"])})
                     except psycopg.Error:
                         pass
                     with lock:
