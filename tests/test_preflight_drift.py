@@ -26,6 +26,9 @@ DRIFT = [
      "membership table public.workspace_members", "table missing"),
     ("membership column missing", "select 1", RunParams(membership_joined_column="created_at"),
      "membership table public.workspace_members", "created_at missing"),
+    ("an updated_at trigger", "create function touch() returns trigger language plpgsql as $$ begin "
+     "new.updated_at = now(); return new; end $$; create trigger kb_touch before update on knowledge_base "
+     "for each row execute function touch()", RunParams(), "update triggers on knowledge_base", "kb_touch fire on UPDATE"),
     ("workspace_id of another type", "alter table knowledge_base alter column workspace_id type text", RunParams(),
      "knowledge_base new columns", "workspace_id is text"),
 ]

@@ -105,6 +105,15 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
         else:
             rows.append(_row(f"RLS on {table}", None, f"rls={'on' if rls else 'off'}, {policies} policies"))
 
+    triggers = db.rows(conn, """
+        select string_agg(t.tgname, ', ' order by t.tgname) as names from pg_trigger t
+        where t.tgrelid = to_regclass('public.knowledge_base') and not t.tgisinternal and t.tgenabled <> 'D'
+          and (t.tgtype & 16) <> 0""")[0]["names"] if "knowledge_base" in cols else None
+    rows.append(_row("update triggers on knowledge_base", not triggers,
+                     f"{triggers} fire on UPDATE: the backfill would run them (e.g. an updated_at trigger rewrites "
+                     "content timestamps the migration must keep); disable them for the window, or review them first"
+                     if triggers else "none"))
+
     schema, table = params.membership_split
     mcols = _columns(conn, schema, [table]).get(table)
     want = {params.membership_user_column: ("uuid",), params.membership_workspace_column: ("uuid",),
