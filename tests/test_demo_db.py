@@ -118,7 +118,7 @@ def test_legacy_tables_have_gaps(raw: dict[str, Any]) -> None:
         n = len(rows)
         assert sum(r["workspace_id"] is None for r in rows) == n // 25
         assert sum(r["title"] is None for r in rows) == n // 4
-        assert any(r["title"] is None and r[name] is None for r in rows) or table == "legacy_competitor_data"
+        assert any(r["title"] is None and r[name] is None for r in rows)
         assert any(r["workspace_id"] in inactive for r in rows)
         assert any(r["description"] is None for r in rows)
         assert any(r["metadata"] is None for r in rows)

@@ -393,8 +393,9 @@ bad = integrity.loc[:, (integrity != 0).any()]
 nb.check(bad.empty, "integrity problems", bad)
 integrity.T.rename(columns={0: "count"})"""),
     ("md", "## Isolation matrix\nOne row per user probed. `leaked` lists entries a user could read but should not; `missing` the reverse."),
-    ("code", """subjects = smoke.subjects(kb.conn, kb.params, all_up_to=smoke_all_up_to, sample=smoke_sample, seed=smoke_seed)
-member_map = smoke.memberships(kb.conn, kb.params)
+    ("code", """member_map = smoke.memberships(kb.conn, kb.params)
+subjects = smoke.subjects(kb.conn, kb.params, all_up_to=smoke_all_up_to, sample=smoke_sample, seed=smoke_seed,
+                          member_map=member_map)
 matrix = pd.DataFrame([smoke.probe(kb.conn, kb.params, s, member_map) for s in subjects])
 view = matrix.assign(leaked=matrix.leaked.map(len), missing=matrix.missing.map(len))
 view"""),
@@ -459,7 +460,7 @@ info = manifest["backup"]
 pd.DataFrame([{"run": rollback_of, "backup": info["path"], "sha256": info["sha256"][:16] + "…", "bytes": info["bytes"],
                "taken by": info["pg_dump_version"], "run status": manifest["status"]}])"""),
     ("md", "## Writes since the backup that a rollback would lose"),
-    ("code", """writes = pd.DataFrame(rollback.app_writes(kb.conn, rollback_of, info))
+    ("code", """writes = pd.DataFrame(rollback.app_writes(kb.conn, manifest))
 lost = int(writes[["inserted", "updated", "deleted"]].sum().sum()) if len(writes) else 0
 writes"""),
     ("code", """nb.check(lost == 0 or accept_loss,

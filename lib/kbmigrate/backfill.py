@@ -15,11 +15,12 @@ import psycopg
 from tqdm import tqdm
 
 from kbmigrate import db, ledger
-from kbmigrate.changes import Outcome, _begin, error_text, record_failure, verify_passes, with_lock_retries
+from kbmigrate.changes import Outcome, error_text, record_failure, verify_passes, with_lock_retries
 from kbmigrate.errors import StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.plan import Change, sha256_text
+from kbmigrate.scripts import begin_step
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -42,7 +43,8 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
             def attempt() -> dict[str, Any]:
                 t0 = time.monotonic()
                 with conn.transaction():
-                    _begin(conn, params, {**settings, "kbmigrate.after_id": after})
+                    begin_step(conn, params.lock_timeout, params.statement_timeout,
+                               {**settings, "kbmigrate.after_id": after})
                     row = db.rows(conn, text)[0]
                     detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
                     detail["batch"] = totals["batches"] + 1
@@ -53,7 +55,7 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
                 row["seconds"] = time.monotonic() - t0
                 return row
             try:
-                row = with_lock_retries(params, f"{change.step}/{change.name}", attempt)
+                row = with_lock_retries(params, change.step, change.name, attempt)
             except psycopg.Error as exc:
                 record_failure(conn, run_id, change, sha, exc)
                 raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None

@@ -133,10 +133,10 @@ def dump(target: Target, run_id: str) -> dict[str, Any]:
 
 # Columns the migration never changes: a difference there is the application's write.
 FINGERPRINTS = {
-    "knowledge_base": "select id, md5(row(title, content, metadata, created_by, created_at, updated_at)::text) "
+    "knowledge_base": "select id, md5(row(title, content, metadata, created_by, created_at, updated_at)::text) as h "
                       "from public.knowledge_base",
     "knowledge_base_sections": "select id, md5(row(workspace_id, name, description, display_order, icon, is_active, "
-                               "created_at, updated_at)::text) from public.knowledge_base_sections",
+                               "created_at, updated_at)::text) as h from public.knowledge_base_sections",
 }
 
 

@@ -30,7 +30,7 @@ from kbmigrate.embedded import bin_dir
 from kbmigrate.params import RunParams
 from kbmigrate.paths import REPO_ROOT, read_sql
 from kbmigrate.plan import for_step, load
-from kbmigrate.rls import acting_as
+from kbmigrate.rls import acting_as, claim
 from kbmigrate.steps import apply_step
 
 BENCH_DIR = Path(os.environ.get("KBMIGRATE_BENCH_DIR") or REPO_ROOT / "bench")
@@ -135,9 +135,7 @@ class Bench:
             policy_list = as_member(listing)
             with conn.transaction(force_rollback=True):
                 conn.execute(read_sql("bench/naive_policy.sql"))  # rolled back with this transaction
-                conn.execute("select set_config('request.jwt.claims', %s, true)",
-                             (json.dumps({"sub": str(pick["member"]), "role": "authenticated"}),))
-                conn.execute("set local role authenticated")
+                claim(conn, pick["member"])
                 conn.execute(page, args).fetchall()
                 naive_page = _median_seconds(lambda: conn.execute(page, args).fetchall(), repeat)
                 naive_list = _median_seconds(lambda: conn.execute(listing).fetchall(), max(3, repeat // 10))
@@ -186,10 +184,8 @@ class Bench:
                     m = rng.choice(members)
                     t0 = time.perf_counter()
                     try:
-                        with conn.transaction():
-                            conn.execute("select set_config('request.jwt.claims', %s, true)",
-                                         (json.dumps({"sub": str(m["user_id"]), "role": "authenticated"}),))
-                            conn.execute("set local role authenticated")
+                        with conn.transaction():  # committed: the load's writes are real
+                            claim(conn, m["user_id"])
                             conn.execute(read, {"ids": m["ids"]}).fetchall()
                             conn.execute(write, {"id": rng.choice(m["ids"])})
                     except psycopg.Error:

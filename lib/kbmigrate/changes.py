@@ -21,7 +21,7 @@ from kbmigrate.errors import StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.plan import Change, sha256_text
-from kbmigrate.scripts import set_local_timeouts
+from kbmigrate.scripts import begin_step
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
 
@@ -49,12 +49,6 @@ def composed(change: Change, params: RunParams) -> str | sql.Composed:
     )
 
 
-def _begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str]) -> None:
-    set_local_timeouts(conn, params.lock_timeout, params.statement_timeout)
-    for name, value in settings.items():
-        conn.execute("select set_config(%s, %s, true)", (name, value))
-
-
 def error_text(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     primary = (diag.message_primary if diag else None) or str(exc).strip().splitlines()[0]
@@ -66,14 +60,14 @@ def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunPara
     """Run the change's verify script in a transaction that is always rolled back."""
     try:
         with conn.transaction(force_rollback=True):
-            _begin(conn, params, settings)
+            begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
             conn.execute(read_sql(change.verify))
         return True, ""
     except psycopg.Error as exc:
         return False, error_text(exc)
 
 
-def with_lock_retries(params: RunParams, what: str, attempt_fn: Any) -> Any:
+def with_lock_retries(params: RunParams, step: str, change: str, attempt_fn: Any) -> Any:
     """Call ``attempt_fn`` again when it fails on lock_timeout, with backoff, a bounded number of times."""
     delay = 0.2
     for attempt in range(params.lock_retries + 1):
@@ -81,7 +75,7 @@ def with_lock_retries(params: RunParams, what: str, attempt_fn: Any) -> Any:
             return attempt_fn()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
             if attempt == params.lock_retries:
-                raise StepFailed(step=what.split("/")[0], change=what.split("/")[-1],
+                raise StepFailed(step=step, change=change,
                                  reason=f"could not get a lock within {params.lock_timeout} after "
                                         f"{params.lock_retries + 1} tries ({error_text(exc)}); "
                                         "find the blocking session (pg_stat_activity) and run again") from None
@@ -126,22 +120,22 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
 
     try:
         if change.has("notx"):
-            rows = with_lock_retries(params, f"{change.step}/{change.name}", lambda: _deploy_notx(conn, change, params, deploy))
+            rows = with_lock_retries(params, change.step, change.name, lambda: _deploy_notx(conn, change, params, deploy))
             with conn.transaction():
-                _begin(conn, params, settings)
+                begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
                 conn.execute(read_sql(change.verify))
                 ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
                               rows_affected=rows, outcome="applied", detail={"notx": True})
         else:
             def attempt() -> int:
                 with conn.transaction():
-                    _begin(conn, params, settings)
+                    begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
                     count = conn.execute(deploy).rowcount
                     conn.execute(read_sql(change.verify))
                     ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
                                   rows_affected=max(count, 0), outcome="applied")
                     return max(count, 0)
-            rows = with_lock_retries(params, f"{change.step}/{change.name}", attempt)
+            rows = with_lock_retries(params, change.step, change.name, attempt)
     except psycopg.Error as exc:
         record_failure(conn, run_id, change, sha, exc)
         raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None

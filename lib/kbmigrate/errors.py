@@ -25,12 +25,6 @@ class KbError(Exception):
             return f"{doc} {self.details}"
 
 
-class NoTarget(KbError):
-    """No database named: give --dsn, set the libpq settings (PGHOST, PGDATABASE, PGSERVICE ...), or pass --embedded for the local demo server."""
-
-    exit_code = 2
-
-
 class ServerUnreachable(KbError):
     """Cannot connect to {target}: {reason}. Check the host, port and that the server is running."""
 
@@ -55,10 +49,6 @@ class BadParameter(KbError):
     """Invalid {name}: {reason}."""
 
     exit_code = 2
-
-
-class SupabaseDetected(KbError):
-    """{target} already has auth.uid(); the Supabase compatibility layer is only for plain PostgreSQL and was not installed."""
 
 
 class StepFailed(KbError):

@@ -65,7 +65,13 @@ class RunParams:
         return path if path.is_absolute() else REPO_ROOT / path
 
     def sections(self) -> list[dict[str, Any]]:
-        """The default sections, from the sections file (CSV: name, description, display_order, icon)."""
+        """The default sections, from the sections file (CSV: name, description, display_order, icon).
+        Read once per RunParams; every change's settings use the same list."""
+        if "_sections" not in self.__dict__:
+            self.__dict__["_sections"] = self._read_sections()  # frozen dataclass: a cache, not state
+        return self.__dict__["_sections"]
+
+    def _read_sections(self) -> list[dict[str, Any]]:
         path = self.sections_path()
         try:
             with path.open(encoding="utf-8", newline="") as fh:

@@ -61,7 +61,7 @@ def sql_files_used() -> dict[str, str]:
     for change in load():
         for rel in (change.deploy, change.verify):
             out[rel] = sha256_text(read_sql(rel))
-    for extra in sorted((SQL_DIR / "report").glob("*.sql")) + sorted((SQL_DIR / "smoke").glob("*.sql")):
+    for extra in sorted((SQL_DIR / "report").glob("*.sql")):
         rel = str(extra.relative_to(SQL_DIR))
         out[rel] = sha256_text(extra.read_text(encoding="utf-8"))
     return out

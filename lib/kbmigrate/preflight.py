@@ -61,9 +61,9 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
     version = int(db.scalar(conn, "show server_version_num"))
     rows.append(_row("server version", version >= MIN_SERVER,
                      f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))
-    rows.append(_row("Supabase auth", bool(db.scalar(conn, "select to_regprocedure('auth.uid()') is not null")),
-                     "auth.uid() " + ("present" if db.scalar(conn, "select to_regprocedure('auth.uid()') is not null")
-                                      else "missing: not a Supabase database (kbmigrate compat adds a stand-in)")))
+    has_uid = bool(db.scalar(conn, "select to_regprocedure('auth.uid()') is not null"))
+    rows.append(_row("Supabase auth", has_uid, "auth.uid() present" if has_uid else
+                     "auth.uid() missing: not a Supabase database (kbmigrate compat adds a stand-in)"))
     roles = {r["rolname"] for r in db.rows(conn, "select rolname from pg_roles where rolname in ('anon','authenticated','service_role')")}
     rows.append(_row("API roles", len(roles) == 3, ", ".join(sorted(roles)) or "none of anon, authenticated, service_role"))
 

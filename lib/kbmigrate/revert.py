@@ -13,6 +13,7 @@ from kbmigrate.errors import BadParameter, StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
 from kbmigrate.plan import load, sha256_text
+from kbmigrate.scripts import begin_step
 
 GROUPS = {"import_legacy": [f"import_legacy_{s}" for s in ("icp", "product", "competitor", "persona")]}
 
@@ -41,14 +42,13 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
 
         def attempt() -> int:
             with conn.transaction():
-                conn.execute("select set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                             (params.lock_timeout, params.statement_timeout))
+                begin_step(conn, params.lock_timeout, params.statement_timeout)
                 rows = max(conn.execute(text).rowcount, 0)
                 ledger.record(conn, run_id=run_id, step=steps.get(change, "revert"), change=change,
                               sql_sha256=sha256_text(text), rows_affected=rows, outcome="reverted")
                 return rows
         try:
-            rows = with_lock_retries(params, f"revert/{change}", attempt)
+            rows = with_lock_retries(params, "revert", change, attempt)
         except psycopg.Error as exc:
             raise StepFailed(step="revert", change=change, reason=error_text(exc)) from None
         out.append({"change": change, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})

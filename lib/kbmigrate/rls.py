@@ -20,20 +20,25 @@ from psycopg.pq import TransactionStatus
 API_ROLES = ("anon", "authenticated", "service_role")
 
 
+def claim(conn: psycopg.Connection[Any], user_id: uuid.UUID | str | None, role: str = "authenticated") -> None:
+    """Inside the current transaction: become ``role`` with ``sub = user_id`` until it ends."""
+    if role not in API_ROLES:
+        raise ValueError(f"role must be one of {API_ROLES}")
+    claims: dict[str, str] = {"role": role}
+    if user_id is not None:
+        claims["sub"] = str(user_id)
+    conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
+    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+
+
 @contextmanager
 def acting_as(conn: psycopg.Connection[Any], user_id: uuid.UUID | str | None,
               role: str = "authenticated") -> Iterator[psycopg.Connection[Any]]:
     """Everything inside runs as ``role`` with ``sub = user_id``, and is rolled back at the end."""
-    if role not in API_ROLES:
-        raise ValueError(f"role must be one of {API_ROLES}")
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise RuntimeError("acting_as needs a connection outside any transaction (settings would outlive a savepoint)")
-    claims: dict[str, str] = {"role": role}
-    if user_id is not None:
-        claims["sub"] = str(user_id)
     with conn.transaction(force_rollback=True):
-        conn.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
-        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+        claim(conn, user_id, role)
         yield conn
 
 

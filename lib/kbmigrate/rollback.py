@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from kbmigrate import backup, db, ledger
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import KbError
 from kbmigrate.params import RunParams
 from kbmigrate.paths import REPO_ROOT, read_sql
-from kbmigrate.scripts import set_local_timeouts
+from kbmigrate.scripts import begin_step
 
 KB_TABLES = ("knowledge_base", "knowledge_base_sections")
 
@@ -66,33 +67,36 @@ def _tool(info: dict[str, Any], name: str) -> str:
     return str(backup.client(name, int(info.get("server_major", 0)))[0])
 
 
-def app_writes(conn: psycopg.Connection[Any], run_id: str, info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the KB tables written by the application since the backup: a rollback would lose
-    them. The migration's own changes (its new columns, imported entries, seeded sections) are
-    not counted."""
+def app_writes(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the KB tables written by the application since the run's backup: a rollback would
+    lose them. The migration's own changes (its new columns, imported entries, the sections it
+    seeded from the run's own sections file) are not counted."""
+    info = manifest["backup"]
     folder = dump_path(info).parent
+    known = set(RunParams.__dataclass_fields__) - {"extra"}
+    seeded = [s["name"] for s in RunParams(**{k: v for k, v in manifest["parameters"].items() if k in known}).sections()]
     out = []
     with conn.transaction(force_rollback=True):
         for table in KB_TABLES:
             if db.scalar(conn, "select to_regclass(%s) is null", (f"public.{table}",)):
                 continue
-            conn.execute(f"create temp table before_{table} (id uuid primary key, h text) on commit drop")
+            before = sql.Identifier(f"before_{table}")
+            conn.execute(sql.SQL("create temp table {} (id uuid primary key, h text) on commit drop").format(before))
             prints = folder / f"{table}.fingerprints.gz"
             if prints.exists():
-                with gzip.open(prints, "rb") as fh, conn.cursor().copy(f"copy before_{table} from stdin") as copy:
+                with gzip.open(prints, "rb") as fh, conn.cursor().copy(sql.SQL("copy {} from stdin").format(before)) as copy:
                     while chunk := fh.read(1 << 20):
                         copy.write(chunk)
-            now_sql = backup.FINGERPRINTS[table]
-            migration_rows = ("select entry_id from kbmigrate.legacy_imports" if table == "knowledge_base" else
-                              "select s.id from public.knowledge_base_sections s where s.name = any(%(defaults)s) "
-                              "and s.updated_at = s.created_at")
-            counts = db.rows(conn, f"""
-                with now_rows as ({now_sql})
-                select (select count(*) from now_rows n where not exists (select 1 from before_{table} b where b.id = n.id)
-                          and n.id not in ({migration_rows})) as inserted,
-                       (select count(*) from before_{table} b where not exists (select 1 from now_rows n where n.id = b.id)) as deleted,
-                       (select count(*) from before_{table} b join now_rows n on n.id = b.id where n.md5 <> b.h) as updated""",
-                             {"defaults": [s["name"] for s in RunParams().sections()]})[0]
+            migration_rows = sql.SQL(
+                "select entry_id from kbmigrate.legacy_imports" if table == "knowledge_base" else
+                "select s.id from public.knowledge_base_sections s where s.name = any(%(seeded)s) and s.updated_at = s.created_at")
+            counts = db.rows(conn, sql.SQL("""
+                with now_rows as ({now})
+                select (select count(*) from now_rows n where not exists (select 1 from {before} b where b.id = n.id)
+                          and n.id not in ({migration})) as inserted,
+                       (select count(*) from {before} b where not exists (select 1 from now_rows n where n.id = b.id)) as deleted,
+                       (select count(*) from {before} b join now_rows n on n.id = b.id where n.h <> b.h) as updated""").format(
+                now=sql.SQL(backup.FINGERPRINTS[table]), before=before, migration=migration_rows), {"seeded": seeded})[0]
             out.append({"table": f"public.{table}", **counts})
     return out
 
@@ -134,9 +138,7 @@ def restore(target: Target, run_id: str, manifest: dict[str, Any], params: RunPa
               and c.relname <> 'vw_workspace_sections' and c.oid <> d.refobjid""")]
         settings = {**params.settings(run_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
         with conn.transaction():
-            set_local_timeouts(conn, params.lock_timeout, params.statement_timeout)
-            for k, v in settings.items():
-                conn.execute("select set_config(%s, %s, true)", (k, v))
+            begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
             conn.execute(read_sql("revert/rollback_prepare.sql"))
     listing = restore_list(info, in_dump, views)
     with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from jupyter_client.manager import KernelManager
 import papermill
 from papermill.exceptions import PapermillExecutionError
@@ -216,15 +215,3 @@ def write_manifest(folder: Path, manifest: dict[str, Any], target: Target) -> No
     tmp.write_text(text)
     tmp.replace(folder / "manifest.json")
 
-
-def read_notebook_outputs(path: Path) -> list[str]:
-    """Text outputs of an executed notebook (for summaries and tests)."""
-    nb = nbformat.read(path, as_version=4)
-    out: list[str] = []
-    for cell in nb.cells:
-        for o in cell.get("outputs", []):
-            if "text" in o:
-                out.append(o["text"])
-            elif "data" in o and "text/plain" in o["data"]:
-                out.append(o["data"]["text/plain"])
-    return out

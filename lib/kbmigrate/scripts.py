@@ -21,6 +21,15 @@ def set_local_timeouts(conn: psycopg.Connection[Any], lock_timeout: str, stateme
     )
 
 
+def begin_step(conn: psycopg.Connection[Any], lock_timeout: str, statement_timeout: str,
+               settings: dict[str, str] | None = None) -> None:
+    """The first statements of every step transaction: its timeouts, then the bound settings the
+    SQL files read with current_setting() (all transaction-local)."""
+    set_local_timeouts(conn, lock_timeout, statement_timeout)
+    for name, value in (settings or {}).items():
+        conn.execute("select set_config(%s, %s, true)", (name, value))
+
+
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,
              lock_timeout: str = DEFAULT_LOCK_TIMEOUT,
              statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT) -> int:
@@ -33,8 +42,6 @@ def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str
         raise RuntimeError(f"sql/{relative} must run in a transaction of its own; the connection is inside one")
     text = read_sql(relative)
     with conn.transaction():
-        set_local_timeouts(conn, lock_timeout, statement_timeout)
-        for name, value in (settings or {}).items():
-            conn.execute("select set_config(%s, %s, true)", (name, value))
+        begin_step(conn, lock_timeout, statement_timeout, settings)
         cur = conn.execute(text)
         return cur.rowcount

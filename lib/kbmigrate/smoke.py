@@ -39,10 +39,10 @@ def memberships(conn: psycopg.Connection[Any], params: RunParams) -> dict[uuid.U
 
 
 def subjects(conn: psycopg.Connection[Any], params: RunParams, *, all_up_to: int = 50, sample: int = 25,
-             seed: int = 1) -> list[Subject]:
+             seed: int = 1, member_map: dict[uuid.UUID, set[uuid.UUID]] | None = None) -> list[Subject]:
     """A member of every workspace (all of them up to ``all_up_to``, else a seeded sample), the user
     with the most workspaces, a signed-in user with none, and anon."""
-    member_of = memberships(conn, params)
+    member_of = member_map if member_map is not None else memberships(conn, params)
     by_ws: dict[uuid.UUID, uuid.UUID] = {}
     for user, wss in sorted(member_of.items()):
         for ws in wss:
@@ -61,7 +61,8 @@ def subjects(conn: psycopg.Connection[Any], params: RunParams, *, all_up_to: int
 
 
 def readable(conn: psycopg.Connection[Any], query: str, params: Any = None) -> set[uuid.UUID]:
-    """Ids a read returns; a read refused outright (no privilege, e.g. anon) returns nothing."""
+    """The ``id`` column of what a read returns; a read refused outright (no privilege, e.g. anon)
+    returns nothing."""
     try:
         with conn.transaction():
             return {x["id"] for x in db.rows(conn, query, params)}
@@ -105,8 +106,7 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
         if (actual["n"], actual["h"]) != (expected["n"], expected["h"]):
             seen = readable(conn, "select id from public.knowledge_base")
         seen_sections = readable(conn, "select id from public.knowledge_base_sections")
-        view_ws = {x["workspace_id"] for x in db.rows(conn, "select workspace_id from public.vw_workspace_sections")} \
-            if who.role == "authenticated" else set()
+        view_ws = readable(conn, "select workspace_id as id from public.vw_workspace_sections")
         r["sections_ok"] = seen_sections == expected_sections
         r["view_ok"] = view_ws <= member_of
         r["quarantine_hidden"] = not readable(conn, "select id from public.knowledge_base where workspace_id is null and not is_shared")
