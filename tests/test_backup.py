@@ -1,5 +1,5 @@
-"""The backup step's edges: an older client is refused; a user who may not create databases
-gets the restore drill on the embedded server; the dump is private."""
+"""The backup step on a Supabase layout, as Supabase's postgres: the client of the server's version,
+a scope that names what it leaves out, a private dump, and a drill on the local server."""
 
 from __future__ import annotations
 
@@ -8,37 +8,61 @@ import uuid
 from pathlib import Path
 
 import pytest
-from psycopg import sql
 
-from kbmigrate import backup, db
+from kbmigrate import backup, clients, db, drill
 from kbmigrate.conninfo import Target
+from kbmigrate.errors import ClientMissing
+from kbmigrate.params import RunParams
 from kbmigrate.paths import REPO_ROOT
 
 
-def test_a_client_older_than_the_server_is_refused() -> None:
-    with pytest.raises(backup.BackupFailed, match="older than the server"):
-        backup.client("pg_dump", 99)
-    path, major = backup.client("pg_dump", 15)
-    assert path.exists() and major >= 15
+def test_only_a_client_of_the_servers_major_version_will_do(small_demo: Target) -> None:
+    with pytest.raises(ClientMissing, match="No pg_dump of PostgreSQL 99") as refused:
+        clients.find("pg_dump", 99)
+    assert "KBMIGRATE_PG_BINDIR" in refused.value.message
+    with db.connect(small_demo) as conn:
+        major = int(db.scalar(conn, "show server_version_num")) // 10000
+    path = clients.find("pg_restore", major)
+    assert clients.major_of(str(path)) == major and f" {major}." in clients.version_line(path)
 
 
-def test_drill_without_createdb_uses_the_embedded_server(server: Target, small_demo: Target) -> None:
-    role = f"kbt_reader_{uuid.uuid4().hex[:6]}"
-    with db.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("create role {} login nocreatedb").format(sql.Identifier(role)))
-        admin.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(role)))
-    try:
-        reader = small_demo.with_database(small_demo.params["dbname"])
-        reader = Target(reader.conninfo + f" user={role}", reader.source)
-        run_id = f"t-{uuid.uuid4().hex[:8]}"
-        info = backup.dump(reader, run_id)
-        dump = Path(info["path"]) if Path(info["path"]).is_absolute() else REPO_ROOT / info["path"]
-        assert stat.S_IMODE(dump.stat().st_mode) == 0o600
-        assert info["row_counts"]["public.knowledge_base"] == 800
-        drill = backup.restore_drill(reader, info, run_id)
-        assert drill["where"] == "the embedded server" and drill["ok"], drill
-        with db.connect(server, autocommit=True) as admin:
-            assert not db.database_exists(admin, drill["scratch_database"])
-    finally:
-        with db.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+def test_the_dump_covers_the_application_and_says_what_it_leaves_out(small_demo: Target) -> None:
+    with db.connect(small_demo) as conn:
+        assert not db.scalar(conn, "select rolsuper from pg_roles where rolname = current_user")
+        schemas = {r["n"]: r["o"] for r in db.rows(conn, "select nspname as n, pg_get_userbyid(nspowner) as o "
+                                                         "from pg_namespace where nspname !~ '^(pg_|information_schema)'")}
+        tables = {r["t"] for r in db.rows(conn, "select schemaname || '.' || tablename as t from pg_tables "
+                                                "where schemaname = 'public'")}
+    run_id = f"t-{uuid.uuid4().hex[:8]}"
+    info = backup.dump(small_demo, run_id, RunParams())
+    dump = Path(info["path"]) if Path(info["path"]).is_absolute() else REPO_ROOT / info["path"]
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600 and stat.S_IMODE(dump.parent.stat().st_mode) == 0o700
+    left_out = {x["schema"]: x["reason"] for x in info["scope"]["left_out"]}
+    # every schema is either dumped or left out with a reason; the platform's are left out
+    assert set(info["scope"]["schemas"]) | set(left_out) == set(schemas)
+    assert {"auth", "storage", "extensions"} <= set(left_out) and "public" in info["scope"]["schemas"]
+    assert all(reason for reason in left_out.values())
+    # all of the application's tables are in, with the rows they hold
+    assert set(info["row_counts"]) == set(tables)
+    assert info["row_counts"]["public.knowledge_base"] == 800
+    # what the dump needs from outside: auth.users (public.users refers to it), and it is named
+    needed = {(r["kind"], r.get("schema"), r["name"]) for r in info["outside_references"]}
+    assert ("table", "auth", "users") in needed and ("foreign key", "public", "users_id_fkey") in needed
+
+    result = drill.run(info, run_id)
+    assert result["ok"], result
+    assert result["where"].startswith("local") and "table auth.users (empty)" in result["stand_ins"]
+    assert result["unchecked_foreign_keys"] == ["public.users.users_id_fkey -> auth.users"]
+    assert {t["table"] for t in result["tables"]} == set(tables)
+    with db.connect(drill.local_server().with_database("postgres"), autocommit=True) as conn:
+        assert not db.database_exists(conn, result["scratch_database"])
+
+
+def test_a_damaged_dump_fails_the_drill(small_demo: Target) -> None:
+    run_id = f"t-{uuid.uuid4().hex[:8]}"
+    info = backup.dump(small_demo, run_id, RunParams())
+    dump = Path(info["path"]) if Path(info["path"]).is_absolute() else REPO_ROOT / info["path"]
+    data = bytearray(dump.read_bytes())
+    dump.write_bytes(bytes(data[: len(data) * 2 // 3]))  # cut short, as a full disk would leave it
+    with pytest.raises(drill.DrillFailed):
+        drill.run(info, run_id)

@@ -84,28 +84,41 @@ print("GO: every check passed")"""),
 NOTEBOOKS["01_backup"] = [
     ("md", f"""# 01 · Backup
 
-A full dump of the database (`pg_dump`, custom format) before anything changes (SPEC step 2).
-The dump and the per-table row counts are taken from **one snapshot**, so they describe the
-same instant. The file goes to `backups/<run_id>/` with mode 0600 (it holds every row), its
-sha256, size, archive listing and the row counts go into the run's manifest.
+A dump of the database (`pg_dump`, custom format) before anything changes (SPEC step 2),
+made with the `pg_dump` of the server's own major version (the rollback will need the matching
+`pg_restore`). The dump and the per-table row counts are taken from **one snapshot**, so they
+describe the same instant. The file goes to `backups/<run_id>/` with mode 0600 (it holds every
+row); its sha256, size, archive listing and the row counts go into the run's manifest.
 
-Then the **restore drill**: the dump is restored into a scratch database (on the same server,
-or on the embedded server when this user may not create databases); its per-table row counts,
-and a checksum of the KB tables' contents, must equal those at dump time. The scratch database
-is dropped afterwards. A mismatch stops the run before anything has changed.
+**What it covers.** Every schema the migration touches and every schema of the application's
+own. On Supabase some schemas belong to the platform (`auth`, `storage`, `vault`, ...): the
+migrating user may not be able to read them, and could never restore them; they are left out,
+each with its reason in the table below and in the manifest. The migration changes none of them.
 
-**Expect:** one dump file, a non-empty archive listing, row counts for every table, a drill
-whose every row matches.
+Then the **restore drill**: the dump is restored into a scratch database on the **local**
+embedded server — never on the target, so it costs production nothing and needs no privilege
+Supabase does not give. What the dump's objects need from outside it (`auth.uid()`, the
+`auth.users` table a foreign key points to, the API roles) gets stand-ins there first; foreign
+keys into platform tables cannot be checked without the platform's rows and are listed. Every
+table's row count and checksum must equal those at dump time. The scratch database is dropped.
 
-**If it fails:** nothing has changed yet. A client older than the server is refused: install a
-newer PostgreSQL client. No room on disk: free space or move `backups/`.
+**Expect:** one dump file, a non-empty archive listing, the scope, row counts for every table,
+a drill whose every row matches.
+
+**If it fails:** nothing has changed yet. No client of the server's version: install it (the
+message says how). No room on disk: free space or move `backups/`.
 
 {HOW_TO_RUN}"""),
     ("code", PARAMETERS),
-    ("code", setup("01_backup", ", backup")),
+    ("code", setup("01_backup", ", backup, drill")),
     ("md", "## Dump"),
-    ("code", """info = backup.dump(kb.target, kb.run_id)
-pd.DataFrame([{k: v for k, v in info.items() if k != "row_counts"}]).T.rename(columns={0: "value"})"""),
+    ("code", """info = backup.dump(kb.target, kb.run_id, kb.params)
+pd.DataFrame([{k: info[k] for k in ("path", "sha256", "bytes", "restore_list_entries", "pg_dump_version",
+                                     "pg_restore_version", "seconds")}]).T.rename(columns={0: "value"})"""),
+    ("md", "## What the dump covers\nThe schemas dumped, and each schema left out with the reason."),
+    ("code", """covered = pd.DataFrame([{"schema": s, "in the backup": "yes", "reason": ""} for s in info["scope"]["schemas"]]
+                       + [{"schema": x["schema"], "in the backup": "no", "reason": x["reason"]} for x in info["scope"]["left_out"]])
+covered"""),
     ("md", "## Row counts at dump time"),
     ("code", """counts = pd.Series(info["row_counts"], name="rows").to_frame()
 counts"""),
@@ -116,17 +129,19 @@ dump_file = REPO_ROOT / info["path"]
 nb.check(backup.sha256_file(dump_file) == info["sha256"], "the dump's sha256 changed after writing")
 nb.check(dump_file.stat().st_mode & 0o077 == 0, f"{dump_file} is readable by others")
 nb.check(info["restore_list_entries"] > 0, "pg_restore --list shows no entries")
-nb.check(info["row_counts"].get("public.knowledge_base", -1) >= 0, "no row count for public.knowledge_base")
+nb.check("public.knowledge_base" in info["row_counts"], "the dump does not cover public.knowledge_base")
 print(f"backup ok: {info['path']} ({info['bytes']:,} bytes)")"""),
-    ("md", "## Restore drill\nThe dump restored into a scratch database, compared table by table with the figures taken at dump time."),
-    ("code", """drill = backup.restore_drill(kb.target, info, kb.run_id)
-backup.record(kb.run_id, "restore_drill", drill)
-print(f"restored into {drill['scratch_database']} on {drill['where']} in {drill['seconds']} s (dropped since)")
-tables = pd.DataFrame(drill["tables"])
-tables"""),
-    ("code", """nb.check(drill["ok"], "the restore drill does not match the dump-time figures",
+    ("md", "## Restore drill\nThe dump restored into a scratch database on the local server, compared table by table with the figures taken at dump time."),
+    ("code", """result = drill.run(info, kb.run_id)
+backup.record(kb.run_id, "restore_drill", result)
+print(f"restored into {result['scratch_database']}, {result['where']}, in {result['seconds']} s (dropped since)")
+pd.DataFrame({"stood in for the platform's objects": result["stand_ins"] or ["(none needed)"]})"""),
+    ("code", """pd.DataFrame({"foreign keys into the platform's tables, not checked by the drill": result["unchecked_foreign_keys"] or ["(none)"]})"""),
+    ("code", """tables = pd.DataFrame(result["tables"])
+nb.check(result["ok"], "the restore drill does not match the dump-time figures",
          tables[(tables["rows at dump"] != tables["rows restored"]) | ~tables["checksum equal"]])
-print("restore drill ok: every table has its rows, the KB tables their exact contents")"""),
+print("restore drill ok: every table has its rows and its exact contents")
+tables"""),
 ]
 
 NOTEBOOKS["02_schema"] = [
@@ -441,14 +456,17 @@ It restores **that run's backup** in place (SPEC step 8):
 2. **Counts the application's writes since the backup** to the KB tables — rows inserted,
    updated or deleted by users, not the migration's own changes. A rollback would lose them, so
    it refuses unless `accept_loss` is set (`--accept-loss`).
-3. **Restores**: drops what the migration added, then `pg_restore --clean --single-transaction`
-   replaces the KB tables — with their indexes, constraints, policies and dependent views —
-   from the dump. Other tables are not touched. The ledger is kept, with a row for this rollback.
+3. **Restores, all or nothing**, in one transaction: drops what the migration added, runs the
+   restore script `pg_restore` (of the server's version) writes for the KB tables — with their
+   indexes, constraints, policies and dependent views — checks the restored tables' checksums
+   against the backup's, and writes the ledger row. Other tables are not touched; the ledger is
+   kept. Before the first statement, the client, the archive and the privileges are checked.
 4. **Proves it**: a schema-only dump now must equal the schema in the backup (the `kbmigrate`
    ledger schema aside), and every table's row count and checksum must equal those at backup time.
 
-**If it fails** at step 3, the migration's objects are already dropped and the KB tables not yet
-replaced: fix the cause (the message says it) and run the rollback again; it is safe to repeat."""),
+**If it fails** at step 3, the transaction is undone: the database is exactly as it was before
+the rollback started (the migration's objects, data and records included), and the application
+never saw a half-restored table. Fix the cause (the message says it) and run it again."""),
     ("code", PARAMETERS + """
 rollback_of: str = ""  # the run whose backup to restore
 accept_loss: bool = False  # go on although the application wrote to the KB tables after the backup"""),
@@ -468,7 +486,7 @@ writes"""),
          "Export what must be kept, then run again with --accept-loss", writes)
 print("no writes would be lost" if lost == 0 else f"accepting the loss of {lost} rows (accept_loss)")"""),
     ("md", "## Restore"),
-    ("code", """restored = rollback.restore(kb.target, kb.run_id, manifest, kb.params)
+    ("code", """restored = rollback.restore(kb.target, rollback_of, manifest, kb.params, kb.run_id, lost_rows=lost)
 pd.DataFrame([restored])"""),
     ("md", "## Proof: schema\nA schema-only dump taken now against the schema inside the backup."),
     ("code", """diff = rollback.schema_diff(kb.target, info)
@@ -477,7 +495,6 @@ print("schema identical to the backup's")"""),
     ("md", "## Proof: data\nEvery table's row count and checksum against those recorded at backup time."),
     ("code", """data = pd.DataFrame(rollback.data_diff(kb.conn, info))
 nb.check(bool(data.equal.all()), "table contents differ from the backup's", data[~data.equal])
-rollback.record(kb.conn, rollback_of, kb.run_id, {"lost_rows": lost, **restored})
 data"""),
 ]
 

@@ -97,7 +97,7 @@ def build(target: Target, name: str = DEFAULT_NAME, size_name: str = "small", se
 
     An existing database is replaced only when an earlier ``build`` made it.
     """
-    size = size_named(size_name)
+    size_named(size_name)
     if seed < 0:
         raise BadParameter(name="--seed", reason="must be a non-negative integer")
     server = target.with_database("postgres") if target.source == "embedded" else target
@@ -107,13 +107,20 @@ def build(target: Target, name: str = DEFAULT_NAME, size_name: str = "small", se
                 raise NotADemoDatabase(database=name)
             db.drop_database(admin, name)
         db.create_database(admin, name)
+    return fill(server.with_database(name), size_name, seed, progress=progress)
 
+
+def fill(target: Target, size_name: str = "small", seed: int = 42, *, progress: bool = True) -> dict[str, Any]:
+    """Fill an empty database (the target's) with the demo data. The Supabase compatibility
+    layer is installed first unless the database already has auth.uid() (a Supabase layout)."""
+    size = size_named(size_name)
     settings = _settings(size, seed)
     steps = ["compat", "schema", "workspaces", "users", "memberships"]
     chunks = [(lo, min(lo + size.kb_chunk - 1, size.kb_rows)) for lo in range(1, size.kb_rows + 1, size.kb_chunk)]
     total = len(steps) + len(chunks) + 2
-    with db.connect(server.with_database(name), autocommit=True) as conn, \
+    with db.connect(target, autocommit=True) as conn, \
             tqdm(total=total, desc=f"demo-db {size_name}", unit="step", disable=not progress, leave=False) as bar:
+        name = conn.info.dbname
         compat.install(conn)
         bar.update()
         run_file(conn, "demo/schema.sql")

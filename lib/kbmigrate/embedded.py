@@ -66,8 +66,14 @@ def _port_free(port: int) -> bool:
 
 
 class EmbeddedServer:
-    def __init__(self, root: Path = EMBEDDED_DIR) -> None:
+    """One server under ``root``. ``superuser`` names the role initdb creates; with a
+    ``password`` the server asks every TCP login for one (scram-sha-256), as Supabase does;
+    without, it trusts local logins (the demo default)."""
+
+    def __init__(self, root: Path = EMBEDDED_DIR, *, superuser: str = SUPERUSER, password: str | None = None) -> None:
         self.root = root
+        self.superuser = superuser
+        self.password = password
         self.pgdata = root / "pgdata"
         self.log = root / "server.log"
         self.state = root / "server.json"
@@ -122,10 +128,21 @@ class EmbeddedServer:
             info = pwd.getpwnam(user)
             os.chown(self.pgdata, info.pw_uid, info.pw_gid)
             self._grant_traverse(self.root)
-        done = self._pg(
-            "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8", "--no-locale",
-            "--auth-local=trust", "--auth-host=trust",
-        )
+        auth = ["--auth-local=trust", "--auth-host=trust"]
+        pwfile = self.root / ".initdb-password"
+        if self.password is not None:
+            old = os.umask(0o077)
+            try:
+                pwfile.write_text(self.password + "\n")
+            finally:
+                os.umask(old)
+            if user:
+                os.chown(pwfile, pwd.getpwnam(user).pw_uid, -1)
+            auth = ["--auth-local=scram-sha-256", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            done = self._pg("initdb", "-D", str(self.pgdata), "-U", self.superuser, "--encoding=UTF8", "--no-locale", *auth)
+        finally:
+            pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             shutil.rmtree(self.pgdata, ignore_errors=True)
             raise EmbeddedServerFailed(reason=f"initdb failed: {done.stderr.strip()[-300:]}", log=self.log)
@@ -150,7 +167,7 @@ class EmbeddedServer:
         port = port or self.port()
         if port is None:
             raise EmbeddedServerFailed(reason="it is not running", log=self.log)
-        return f"host=127.0.0.1 port={port} user={SUPERUSER} dbname={dbname}"
+        return f"host=127.0.0.1 port={port} user={self.superuser} dbname={dbname}"
 
     def ensure_running(self) -> str:
         """Initialise (once) and start the server if needed; return its conninfo."""

@@ -57,3 +57,7 @@ class StepFailed(KbError):
 
 class CheckFailed(KbError):
     """Check failed: {what}"""
+
+
+class ClientMissing(KbError):
+    """No {program} of PostgreSQL {major} (the server's version) found; found: {found}. Install it (Debian/Ubuntu: apt install postgresql-client-{major}) or set KBMIGRATE_PG_BINDIR to its bin directory."""

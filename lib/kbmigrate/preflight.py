@@ -6,13 +6,16 @@ GO / NO-GO / INFO, and what was found.
 
 from __future__ import annotations
 
+import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from kbmigrate import db
+from kbmigrate import clients, db, scope
+from kbmigrate.errors import ClientMissing
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
 
@@ -52,18 +55,73 @@ def _shape(table: str, have: dict[str, str] | None, want: dict[str, tuple[str, .
     return (not problems), ("; ".join(problems) or f"{len(have)} columns as expected")
 
 
+POOLER_PORT = 6543  # Supabase's pooler in transaction mode (5432 on the pooler host is session mode)
+
+
+def connection_kind(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
+    """Is this a session of its own, or a transaction-mode pooler's? Such a pooler hands each
+    transaction to any server backend, so session state (the run's advisory lock, SET, prepared
+    statements) does not survive between transactions. Probed: the backend pid and a session
+    setting across several transactions; and Supabase's transaction-mode port."""
+    port = int(conn.info.port or 0)
+    pids = set()
+    conn.execute("select set_config('kbmigrate.session_probe', 'kept', false)")
+    if not conn.autocommit:
+        conn.commit()
+    kept = True
+    for _ in range(5):
+        pids.add(db.scalar(conn, "select pg_backend_pid()"))
+        kept = kept and db.scalar(conn, "select current_setting('kbmigrate.session_probe', true)") == "kept"
+        if not conn.autocommit:
+            conn.commit()
+    conn.execute("reset kbmigrate.session_probe")
+    if not conn.autocommit:
+        conn.commit()
+    if len(pids) > 1 or not kept or port == POOLER_PORT:
+        why = ("the server backend changed between transactions" if len(pids) > 1 else
+               "a session setting did not survive to the next transaction" if not kept else
+               f"port {POOLER_PORT} is Supabase's transaction-mode pooler")
+        return False, (f"transaction-mode pooler: {why}. kbmigrate needs a session of its own (its run lock, "
+                       "timeouts and prepared statements live in the session): connect directly "
+                       "(db.<project>.supabase.co:5432) or through the pooler in session mode (port 5432)")
+    return True, f"a session of its own (backend pid {pids.pop()}, port {port})"
+
+
+def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
+    """Does auth.uid() return the user for the claims the API sets today (request.jwt.claims)?
+    Acted out as the API does it, in a transaction that is rolled back."""
+    probe = str(uuid.uuid4())
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("select set_config('request.jwt.claims', %s, true)",
+                         (json.dumps({"sub": probe, "role": "authenticated"}),))
+            conn.execute("set local role authenticated")
+            got = db.scalar(conn, "select auth.uid()::text")
+    except psycopg.Error as exc:
+        return False, f"cannot act as an API user to try auth.uid(): {exc.diag.message_primary or exc}"
+    if got == probe:
+        return True, "auth.uid() returns the user of request.jwt.claims, as the API sets it"
+    return False, (f"auth.uid() returned {got or 'NULL'} for request.jwt.claims with sub {probe}: it reads only the "
+                   "older request.jwt.claim.sub, which the API no longer sets, so after the migration every member "
+                   "would see only the shared entries. Update auth.uid() as supabase/auth does (migration "
+                   "20211202183645_update_auth_uid) first")
+
+
 def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds: float = 60.0,
            backup_dir: Path | None = None) -> list[dict[str, str]]:
-    from kbmigrate.backup import BACKUP_ROOT, BackupFailed, client
+    from kbmigrate.backup import BACKUP_ROOT
 
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
+    rows.append(_row("connection", *connection_kind(conn)))
     version = int(db.scalar(conn, "show server_version_num"))
     rows.append(_row("server version", version >= MIN_SERVER,
                      f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))
     has_uid = bool(db.scalar(conn, "select to_regprocedure('auth.uid()') is not null"))
     rows.append(_row("Supabase auth", has_uid, "auth.uid() present" if has_uid else
                      "auth.uid() missing: not a Supabase database (kbmigrate compat adds a stand-in)"))
+    if has_uid:
+        rows.append(_row("auth.uid() and the API's claims", *auth_uid_reads_claims(conn)))
     roles = {r["rolname"] for r in db.rows(conn, "select rolname from pg_roles where rolname in ('anon','authenticated','service_role')")}
     rows.append(_row("API roles", len(roles) == 3, ", ".join(sorted(roles)) or "none of anon, authenticated, service_role"))
 
@@ -125,10 +183,14 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
         select (select rolsuper from pg_roles where rolname = current_user) as superuser,
                coalesce((select pg_has_role(current_user, c.relowner, 'usage') from pg_class c
                          where c.oid = to_regclass('public.knowledge_base')), false) as owns_kb,
-               has_database_privilege(current_database(), 'create') as can_create_schema""")[0]
-    rows.append(_row("privileges", bool(privileges["superuser"] or (privileges["owns_kb"] and privileges["can_create_schema"])),
+               has_database_privilege(current_database(), 'create') as can_create_schema,
+               coalesce((select bool_and(pg_has_role(current_user, r.oid, 'member')) from pg_roles r
+                         where r.rolname in ('anon', 'authenticated', 'service_role')), false) as acts_as_api_roles""")[0]
+    rows.append(_row("privileges", bool((privileges["superuser"] or (privileges["owns_kb"] and privileges["can_create_schema"]))
+                                        and privileges["acts_as_api_roles"]),
                      f"superuser={privileges['superuser']}, owns knowledge_base={privileges['owns_kb']}, "
-                     f"create schema={privileges['can_create_schema']}"))
+                     f"create schema={privileges['can_create_schema']}, may act as anon/authenticated/service_role "
+                     f"(the smoke tests do)={privileges['acts_as_api_roles']}"))
 
     relations = [f"public.{t}" for t in ("knowledge_base", "knowledge_base_sections", "workspaces")
                  if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
@@ -139,10 +201,17 @@ def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds:
                                                        for b in busy[:5])))
 
     try:
-        path, major = client("pg_dump", version // 10000)
-        rows.append(_row("backup client", True, f"{path.name} {major} (server {version // 10000})"))
-    except BackupFailed as exc:
-        rows.append(_row("backup client", False, exc.message))
+        found = [clients.find(program, version // 10000) for program in ("pg_dump", "pg_restore")]
+        rows.append(_row("backup and restore clients", True,
+                         f"{' and '.join(str(f) for f in found)}, version {version // 10000} as the server"))
+    except ClientMissing as exc:
+        rows.append(_row("backup and restore clients", False, exc.message))
+
+    covered = scope.decide(conn, params)
+    left = "; ".join(f"{x['schema']} ({x['reason']})" for x in covered.left_out)
+    rows.append(_row("backup scope", not covered.problems,
+                     "; ".join(covered.problems) or f"dumps {', '.join(covered.schemas)}"
+                     + (f"; leaves out {left}" if left else "")))
 
     size = int(db.scalar(conn, "select pg_database_size(current_database())"))
     backup_dir.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,17 @@
 """Rollback: restore a run's backup in place, and prove the pre-migration state is back.
 
 Only the tables the migration changed are restored (knowledge_base, and knowledge_base_sections
-when it existed before): the objects the migration added are dropped first, then pg_restore
---clean replaces those tables, their indexes, constraints, policies and dependent views from
-the dump, in one transaction. Other tables keep whatever the application wrote to them.
+when it existed before), with their indexes, constraints, policies and dependent views; other
+tables keep whatever the application wrote to them.
+
+**All or nothing.** Everything happens in one transaction on one connection: the objects the
+migration added are dropped (``sql/revert/rollback_prepare.sql``), the restore script that
+``pg_restore`` (of the server's own major version) writes for those tables is executed, the
+restored tables' checksums are compared with the backup's, and the ledger row is written. Any
+failure (a lock not granted, a dependent object, a damaged archive, a checksum) rolls all of it
+back: the application sees exactly what it saw before the rollback started, and a retry finds
+the migration's own records (its legacy imports) intact. What can be checked before the first
+destructive statement is checked first: the client, the archive, the privileges.
 """
 
 from __future__ import annotations
@@ -15,13 +23,14 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from kbmigrate import backup, db, ledger
+from kbmigrate import backup, changes, clients, db, ledger, scope
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import KbError
 from kbmigrate.params import RunParams
@@ -64,7 +73,7 @@ def dump_path(info: dict[str, Any]) -> Path:
 
 
 def _tool(info: dict[str, Any], name: str) -> str:
-    return str(backup.client(name, int(info.get("server_major", 0)))[0])
+    return str(clients.find(name, int(info["server_major"])))
 
 
 def app_writes(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -126,34 +135,129 @@ def restore_list(info: dict[str, Any], tables: list[str], views: list[str]) -> s
     return "\n".join(keep) + "\n"
 
 
-def restore(target: Target, run_id: str, manifest: dict[str, Any], params: RunParams) -> dict[str, Any]:
+def preconditions(conn: psycopg.Connection[Any], info: dict[str, Any], in_dump: list[str]) -> None:
+    """What can fail for want of a client or a privilege, checked before anything is dropped."""
+    major = int(db.scalar(conn, "show server_version_num")) // 10000
+    if major != int(info["server_major"]):
+        raise RollbackRefused(reason=f"the backup is of a PostgreSQL {info['server_major']} server, this one is {major}")
+    clients.find("pg_restore", major)
+    for table in [*in_dump, "knowledge_base"]:
+        ok = db.scalar(conn, """select coalesce(pg_has_role(current_user, c.relowner, 'USAGE'), false)
+                                from pg_class c where c.oid = to_regclass(%s)""", (f"public.{table}",))
+        if ok is False:
+            raise RollbackRefused(reason=f"{db.scalar(conn, 'select current_user')} does not own public.{table}: "
+                                         "run the rollback as the role that owns the KB tables")
+    if not db.scalar(conn, "select has_schema_privilege('public', 'create')"):
+        raise RollbackRefused(reason="the current user may not create objects in schema public")
+
+
+_HEADER_TIMEOUTS = re.compile(r"^SET (statement_timeout|lock_timeout|idle_in_transaction_session_timeout|"
+                              r"transaction_timeout) = 0;$")
+
+
+def script_parts(lines: Iterator[str]) -> Iterator[tuple[str, str, list[str]]]:
+    """Split a pg_restore script into ("sql", text, []) and ("copy", "COPY ... FROM stdin", data lines).
+
+    A COPY block is recognised only right after pg_restore's "Data for Name: ...; Type: TABLE DATA"
+    header. The header's own "SET ... timeout = 0" lines are left out, so the rollback's timeouts
+    hold; psql's \\restrict meta-commands are left out too (they are for psql, not the server).
+    """
+    lines = iter(lines)
+    buffer: list[str] = []
+    expect_copy = False
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if line.startswith("-- Data for Name: ") and "; Type: TABLE DATA;" in line:
+            expect_copy = True
+        if expect_copy and line.startswith("COPY ") and line.endswith(" FROM stdin;"):
+            if buffer:
+                yield "sql", "\n".join(buffer), []
+                buffer = []
+            data: list[str] = []
+            for row in lines:
+                row = row.rstrip("\n")
+                if row == "\\.":
+                    break
+                data.append(row)
+            else:
+                raise RollbackRefused(reason=f"the restore script ends inside the data of {line}")
+            yield "copy", line.removesuffix(";"), data
+            expect_copy = False
+            continue
+        if _HEADER_TIMEOUTS.match(line) or line.startswith(("\\restrict ", "\\unrestrict ")):
+            continue
+        buffer.append(line)
+    if buffer:
+        yield "sql", "\n".join(buffer), []
+
+
+def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: RunParams,
+            rollback_id: str, *, lost_rows: int = 0) -> dict[str, Any]:
+    """Restore the KB tables from the run's backup, all in one transaction (see the module's docstring)."""
     info = manifest["backup"]
     in_dump = [t for t in KB_TABLES if f"public.{t}" in info["row_counts"]]
-    with db.connect(target, autocommit=True) as conn:
-        dbname = conn.info.dbname
+    with db.connect(target, autocommit=True, application_name=f"kbmigrate rollback {rollback_id}"[:63]) as conn:
+        preconditions(conn, info, in_dump)
         views = [r["v"] for r in db.rows(conn, """
             select distinct c.relname as v from pg_depend d join pg_rewrite r on r.oid = d.objid
             join pg_class c on c.oid = r.ev_class
             where d.refobjid = any(array[to_regclass('public.knowledge_base'), to_regclass('public.knowledge_base_sections')])
               and c.relname <> 'vw_workspace_sections' and c.oid <> d.refobjid""")]
-        settings = {**params.settings(run_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
-        with conn.transaction():
-            begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
-            conn.execute(read_sql("revert/rollback_prepare.sql"))
-    listing = restore_list(info, in_dump, views)
-    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
-        fh.write(listing)
-    env = {**os.environ, **libpq_env(target)}
-    done = subprocess.run([_tool(info, "pg_restore"), "--clean", "--if-exists", "--single-transaction", "--exit-on-error",
-                           "--no-password", "--use-list", fh.name, "--dbname", dbname, str(dump_path(info))],
-                          env=env, capture_output=True, text=True)
-    os.unlink(fh.name)
-    if done.returncode != 0:
-        raise RollbackRefused(reason="pg_restore failed (the migration's own objects were already dropped; fix the "
-                                     "cause and run the rollback again): "
-                                     + target.redact((done.stderr.strip().splitlines() or ["?"])[-1]))
-    return {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
-            "toc_entries": listing.count("\n")}
+        listing = restore_list(info, in_dump, views)
+        expected_copies = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
+        settings = {**params.settings(rollback_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
+        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
+            fh.write(listing)
+        script = subprocess.Popen([_tool(info, "pg_restore"), "--clean", "--if-exists", "--use-list", fh.name,
+                                   "--file", "-", str(dump_path(info))],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        copies = rows_loaded = 0
+        try:
+            with conn.transaction():
+                begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
+                conn.execute(read_sql("revert/rollback_prepare.sql"))
+                assert script.stdout is not None
+                for kind, text, data in script_parts(iter(script.stdout.readline, "")):
+                    if kind == "sql":
+                        conn.execute(text)
+                        continue
+                    with conn.cursor().copy(text) as copy:
+                        for row in data:
+                            copy.write(row + "\n")
+                    copies += 1
+                    rows_loaded += len(data)
+                if script.wait() != 0:
+                    raise RollbackRefused(reason="pg_restore could not write the restore script: "
+                                                 + ((script.stderr.read() if script.stderr else "").strip()[-200:] or "?"))
+                if copies != expected_copies:
+                    raise RollbackRefused(reason=f"the restore script held {copies} tables' data, expected {expected_copies}")
+                names = [f"public.{t}" for t in in_dump]
+                restored = backup.table_checksums(conn, ["public"], only=names)
+                wrong = [t for t in names if restored.get(t) != info["checksums"].get(t)]
+                if wrong:
+                    raise RollbackRefused(reason=f"after the restore {', '.join(wrong)} do not match the backup's checksums")
+                detail = {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
+                          "toc_entries": listing.count("\n"), "rows_loaded": rows_loaded,
+                          "lost_rows_accepted": lost_rows}
+                if ledger.exists(conn):
+                    ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {rollback_of}",
+                                  sql_sha256=backup.sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
+                                  rows_affected=rows_loaded, outcome="applied", detail=detail)
+        except (psycopg.Error, RollbackRefused) as exc:
+            why = exc.details["reason"] if isinstance(exc, RollbackRefused) else changes.error_text(exc) + _diag_detail(exc)
+            raise RollbackRefused(reason=f"the restore failed and was undone, so the database is as it was before the "
+                                         f"rollback: {target.redact(why)}; fix the cause and run the rollback again") from None
+        finally:
+            if script.poll() is None:
+                script.kill()
+            script.wait()
+            os.unlink(fh.name)
+    return detail
+
+
+def _diag_detail(exc: psycopg.Error) -> str:
+    detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+    return f" ({detail.splitlines()[0]})" if detail else ""
 
 
 def _normalise(schema_sql: str) -> list[str]:
@@ -165,14 +269,22 @@ def _normalise(schema_sql: str) -> list[str]:
     return [ln for i, ln in enumerate(out) if ln.strip() or (i and out[i - 1].strip())]
 
 
+def _compared_schemas(info: dict[str, Any]) -> list[str]:
+    """The schemas the proof compares: the backup's, without the tool's ledger, plus kb_private
+    (the migration's, which must be gone again when the backup predates it)."""
+    return sorted({*backup.data_schemas(info["scope"]["schemas"]), "kb_private"})
+
+
 def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
-    """Unified diff between the schema at backup time and now (the kbmigrate schema left out)."""
-    before = subprocess.run([_tool(info, "pg_restore"), "--schema-only", "--file", "-", str(dump_path(info))],
+    """Unified diff between the schema at backup time and now, over the backup's schemas (the ledger aside)."""
+    schemas = _compared_schemas(info)
+    before = subprocess.run([_tool(info, "pg_restore"), "--schema-only", "--file", "-",
+                             *[f"--schema={s}" for s in schemas], str(dump_path(info))],
                             capture_output=True, text=True, check=True).stdout
     env = {**os.environ, **libpq_env(target)}
     with db.connect(target) as conn:
         env["PGDATABASE"] = conn.info.dbname
-    now = subprocess.run([_tool(info, "pg_dump"), "--schema-only", "--exclude-schema=kbmigrate", "--no-password"],
+    now = subprocess.run([_tool(info, "pg_dump"), "--schema-only", "--no-password", *scope.pg_dump_args(schemas)],
                          env=env, capture_output=True, text=True)
     if now.returncode != 0:
         raise RollbackRefused(reason=f"pg_dump --schema-only failed: {target.redact(now.stderr.strip())[:200]}")
@@ -181,18 +293,10 @@ def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
 
 def data_diff(conn: psycopg.Connection[Any], info: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.transaction(force_rollback=True):
-        now = backup.table_checksums(conn)
+        now = backup.table_checksums(conn, _compared_schemas(info))
     rows = []
     for table in sorted(set(now) | set(info["checksums"])):
         b, n = info["checksums"].get(table), now.get(table)
         rows.append({"table": table, "rows at backup": b and b["rows"], "rows now": n and n["rows"],
                      "equal": bool(b and n and b == n)})
     return rows
-
-
-def record(conn: psycopg.Connection[Any], run_id: str, rollback_id: str, detail: dict[str, Any]) -> None:
-    if ledger.exists(conn):
-        with conn.transaction():
-            ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {run_id}",
-                          sql_sha256=backup.sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
-                          rows_affected=None, outcome="applied", detail=detail)

