@@ -21,6 +21,7 @@ from kbmigrate.conninfo import Target, known_secrets
 HERE = Path(__file__).resolve().parent / "supabase"
 APP_USER = "postgres"
 AUTH_UID_FORMS = ("current", "claim_sub_only")
+PASSWORDS: dict[str, str] = {}  # this session's passwords, by login (they are in its pgpass file too)
 
 
 class LayoutRefused(Exception):
@@ -50,6 +51,7 @@ def install_roles(admin: Target, passfile: Path) -> Target:
         password = "pg-" + secrets.token_urlsafe(18)
         conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(APP_USER), sql.Literal(password)))
     add_password(passfile, APP_USER, password)
+    PASSWORDS[APP_USER] = password
     app = make_conninfo(admin.conninfo, user=APP_USER)
     return Target(app, "dsn", known_secrets(app))
 

@@ -275,20 +275,28 @@ def _compared_schemas(info: dict[str, Any]) -> list[str]:
     return sorted({*backup.data_schemas(info["scope"]["schemas"]), "kb_private"})
 
 
+def _schema_text(info: dict[str, Any], archive: Path, schemas: list[str]) -> str:
+    return subprocess.run([_tool(info, "pg_restore"), "--schema-only", "--file", "-",
+                           *[f"--schema={s}" for s in schemas], str(archive)],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
-    """Unified diff between the schema at backup time and now, over the backup's schemas (the ledger aside)."""
+    """Unified diff between the schema at backup time and now, over the backup's schemas (the
+    ledger aside). Both sides go through the same pg_restore, so they are written alike."""
     schemas = _compared_schemas(info)
-    before = subprocess.run([_tool(info, "pg_restore"), "--schema-only", "--file", "-",
-                             *[f"--schema={s}" for s in schemas], str(dump_path(info))],
-                            capture_output=True, text=True, check=True).stdout
     env = {**os.environ, **libpq_env(target)}
     with db.connect(target) as conn:
         env["PGDATABASE"] = conn.info.dbname
-    now = subprocess.run([_tool(info, "pg_dump"), "--schema-only", "--no-password", *scope.pg_dump_args(schemas)],
-                         env=env, capture_output=True, text=True)
-    if now.returncode != 0:
-        raise RollbackRefused(reason=f"pg_dump --schema-only failed: {target.redact(now.stderr.strip())[:200]}")
-    return list(difflib.unified_diff(_normalise(before), _normalise(now.stdout), "at backup", "now", lineterm="", n=1))
+    with tempfile.TemporaryDirectory(prefix="kbmigrate-schema-") as tmp:
+        archive = Path(tmp) / "now.dump"
+        now = subprocess.run([_tool(info, "pg_dump"), "--schema-only", "--format=custom", "--file", str(archive),
+                              "--no-password", *scope.pg_dump_args(schemas)], env=env, capture_output=True, text=True)
+        if now.returncode != 0:
+            raise RollbackRefused(reason=f"pg_dump --schema-only failed: {target.redact(now.stderr.strip())[:200]}")
+        after = _schema_text(info, archive, schemas)
+    before = _schema_text(info, dump_path(info), schemas)
+    return list(difflib.unified_diff(_normalise(before), _normalise(after), "at backup", "now", lineterm="", n=1))
 
 
 def data_diff(conn: psycopg.Connection[Any], info: dict[str, Any]) -> list[dict[str, Any]]:

@@ -105,13 +105,13 @@ def select_steps(from_step: str | None, only: list[str] | None) -> list[str]:
 
 @contextmanager
 def kernel_environment(target: Target) -> Iterator[None]:
-    """The kernels inherit this process's environment: point libpq at the target for the run."""
-    saved = {k: os.environ.get(k) for k in LIBPQ_VARS}
+    """The kernels inherit this process's environment, with the target's own settings on top:
+    they connect exactly as this process does (a setting the target leaves out, such as
+    PGPASSFILE, PGSSLMODE or PGSERVICEFILE, comes from the environment for both)."""
+    settings = libpq_env(target)
+    saved = {k: os.environ.get(k) for k in {*LIBPQ_VARS, *settings}}
     try:
-        if target.conninfo:
-            for k in LIBPQ_VARS:
-                os.environ.pop(k, None)
-        os.environ.update(libpq_env(target))
+        os.environ.update(settings)
         yield
     finally:
         for k, v in saved.items():
