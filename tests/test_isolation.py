@@ -78,7 +78,7 @@ def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
 def test_preflight_flags_lockout_and_leak(small_demo: Target) -> None:
     def rls_rows() -> list[dict[str, str]]:
         with db.connect(small_demo) as conn:
-            return [r for r in preflight.checks(conn, PARAMS) if r["check"] == "RLS on knowledge_base"]
+            return [r for r in preflight.checks(conn, small_demo, PARAMS) if r["check"] == "RLS on knowledge_base"]
 
     assert rls_rows()[0]["status"] == "INFO"
     with db.connect(small_demo, autocommit=True) as conn:

@@ -42,7 +42,7 @@ def test_drift_is_a_no_go(server: Target, case: str, ddl: str, params: RunParams
             conn.execute(ddl)
         before = checksums(target)
         with db.connect(target) as conn:
-            rows = preflight.checks(conn, params)
+            rows = preflight.checks(conn, target, params)
         row = next(r for r in rows if r["check"] == check)
         assert row["status"] == "NO-GO" and detail in row["detail"], row
         assert not preflight.go(rows)

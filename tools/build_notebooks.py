@@ -65,7 +65,7 @@ out or ended; then run again.
 long_tx_seconds: float = 60.0  # a transaction open longer than this, or any lock on a target table, is a NO-GO"""),
     ("code", setup("00_preflight", ", preflight")),
     ("md", "## The checks\nEach row is one check. `INFO` rows are for the record and never stop the run."),
-    ("code", "rows = preflight.checks(kb.conn, kb.params, long_tx_seconds=long_tx_seconds)\nreport = pd.DataFrame(rows)\nreport"),
+    ("code", "rows = preflight.checks(kb.conn, kb.target, kb.params, long_tx_seconds=long_tx_seconds)\nreport = pd.DataFrame(rows)\nreport"),
     ("md", "## Row counts before the migration\nThe same figures the backup step records at dump time (shown here with `%sql`)."),
     ("code", """%load_ext sql
 %config SqlMagic.displaycon = False

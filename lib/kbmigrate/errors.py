@@ -61,3 +61,7 @@ class CheckFailed(KbError):
 
 class ClientMissing(KbError):
     """No {program} of PostgreSQL {major} (the server's version) found; found: {found}. Install it (Debian/Ubuntu: apt install postgresql-client-{major}) or set KBMIGRATE_PG_BINDIR to its bin directory."""
+
+
+class NoGo(KbError):
+    """NO-GO on {target}: {reason}"""

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import clients, db, scope
+from kbmigrate import clients, db, pooler, scope
+from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
@@ -55,38 +56,6 @@ def _shape(table: str, have: dict[str, str] | None, want: dict[str, tuple[str, .
     return (not problems), ("; ".join(problems) or f"{len(have)} columns as expected")
 
 
-POOLER_PORT = 6543  # Supabase's pooler in transaction mode (5432 on the pooler host is session mode)
-
-
-def connection_kind(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
-    """Is this a session of its own, or a transaction-mode pooler's? Such a pooler hands each
-    transaction to any server backend, so session state (the run's advisory lock, SET, prepared
-    statements) does not survive between transactions. Probed: the backend pid and a session
-    setting across several transactions; and Supabase's transaction-mode port."""
-    port = int(conn.info.port or 0)
-    pids = set()
-    conn.execute("select set_config('kbmigrate.session_probe', 'kept', false)")
-    if not conn.autocommit:
-        conn.commit()
-    kept = True
-    for _ in range(5):
-        pids.add(db.scalar(conn, "select pg_backend_pid()"))
-        kept = kept and db.scalar(conn, "select current_setting('kbmigrate.session_probe', true)") == "kept"
-        if not conn.autocommit:
-            conn.commit()
-    conn.execute("reset kbmigrate.session_probe")
-    if not conn.autocommit:
-        conn.commit()
-    if len(pids) > 1 or not kept or port == POOLER_PORT:
-        why = ("the server backend changed between transactions" if len(pids) > 1 else
-               "a session setting did not survive to the next transaction" if not kept else
-               f"port {POOLER_PORT} is Supabase's transaction-mode pooler")
-        return False, (f"transaction-mode pooler: {why}. kbmigrate needs a session of its own (its run lock, "
-                       "timeouts and prepared statements live in the session): connect directly "
-                       "(db.<project>.supabase.co:5432) or through the pooler in session mode (port 5432)")
-    return True, f"a session of its own (backend pid {pids.pop()}, port {port})"
-
-
 def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
     """Does auth.uid() return the user for the claims the API sets today (request.jwt.claims)?
     Acted out as the API does it, in a transaction that is rolled back."""
@@ -107,13 +76,13 @@ def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
                    "20211202183645_update_auth_uid) first")
 
 
-def checks(conn: psycopg.Connection[Any], params: RunParams, *, long_tx_seconds: float = 60.0,
+def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, long_tx_seconds: float = 60.0,
            backup_dir: Path | None = None) -> list[dict[str, str]]:
     from kbmigrate.backup import BACKUP_ROOT
 
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
-    rows.append(_row("connection", *connection_kind(conn)))
+    rows.append(_row("connection", *pooler.own_session(target)))
     version = int(db.scalar(conn, "show server_version_num"))
     rows.append(_row("server version", version >= MIN_SERVER,
                      f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))

@@ -25,10 +25,10 @@ from jupyter_client.manager import KernelManager
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from kbmigrate import db, plan
+from kbmigrate import db, plan, pooler
 from kbmigrate.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import BadParameter, KbError
+from kbmigrate.errors import BadParameter, KbError, NoGo
 from kbmigrate.lock import run_lock
 from kbmigrate.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
@@ -147,6 +147,9 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
         raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
     steps = notebooks or select_steps(from_step, only)
 
+    ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
+    if not ok:
+        raise NoGo(target=target.label, reason=detail)
     with db.connect(target, autocommit=True) as conn:
         manifest: dict[str, Any] = {
             "run_id": run_id, "started_at": utc_now(), "ended_at": None, "status": "running",
