@@ -15,6 +15,7 @@ from kbmigrate import db, runner
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.embedded import bin_dir
 from kbmigrate.params import RunParams
+from kbmigrate.rls import acting_as
 from kbmigrate.steps import apply_step
 
 from conftest import drop, new_demo, run_cli
@@ -133,3 +134,41 @@ def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
         assert done.returncode == 2 and "cannot be reverted" in done.stderr
     finally:
         drop(server, target)
+
+
+def _what_members_see(target: Target) -> dict[str, list[str]]:
+    """Each member's readable KB ids, acting as the API does (authenticated, with their claims)."""
+    with db.connect(target, autocommit=True) as conn:
+        users = [r["user_id"] for r in db.rows(conn, "select distinct user_id from workspace_members order by 1 limit 8")]
+        seen = {}
+        for user in users:
+            with acting_as(conn, user):
+                seen[str(user)] = sorted(str(r["id"]) for r in db.rows(conn, "select id from public.knowledge_base"))
+    assert any(seen.values())
+    return seen
+
+
+def test_a_rollback_that_fails_leaves_the_database_as_it_was(migrated: Any) -> None:
+    target, run_id, before = migrated
+    with db.connect(target, autocommit=True) as conn:  # written after the backup: a report on the KB table
+        conn.execute("create schema app_reports")
+        conn.execute("create view app_reports.kb_titles as select id, title from public.knowledge_base")
+        imports = db.scalar(conn, "select count(*) from kbmigrate.legacy_imports")
+    assert imports > 0
+    state = {"schema": schema_dump(target), "data": checksums(target), "seen": _what_members_see(target)}
+
+    done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "undone" in done.stderr and "kb_titles" in done.stderr, done.stderr
+    assert schema_dump(target) == state["schema"]
+    assert checksums(target) == state["data"]
+    assert _what_members_see(target) == state["seen"]
+    with db.connect(target) as conn:
+        assert db.scalar(conn, "select count(*) from kbmigrate.legacy_imports") == imports
+
+    with db.connect(target, autocommit=True) as conn:
+        conn.execute("drop schema app_reports cascade")
+    again = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+    assert again.returncode == 0, again.stderr  # no --accept-loss: the migration's own rows are not the app's
+    assert schema_dump(target) == before["schema"]
+    assert checksums(target) == before["data"]

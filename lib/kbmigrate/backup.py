@@ -25,15 +25,11 @@ from psycopg import sql
 
 from kbmigrate import clients, db, scope
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import KbError
+from kbmigrate.errors import BackupFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import REPO_ROOT, read_sql
 
 BACKUP_ROOT = Path(os.environ.get("KBMIGRATE_BACKUPS_DIR") or REPO_ROOT / "backups")
-
-
-class BackupFailed(KbError):
-    """The backup failed: {reason}"""
 
 
 def user_tables(conn: psycopg.Connection[Any], schemas: list[str]) -> list[tuple[str, str]]:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from kbmigrate import backfill, db, demo, runner
 from kbmigrate.changes import composed

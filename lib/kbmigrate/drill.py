@@ -30,13 +30,10 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import backup, clients, db
+from kbmigrate.errors import DrillFailed
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.embedded import EmbeddedServer
 from kbmigrate.paths import REPO_ROOT
-
-
-class DrillFailed(backup.BackupFailed):
-    """The restore drill failed: {reason}"""
 
 
 def dump_path(info: dict[str, Any]) -> Path:

@@ -65,3 +65,42 @@ class ClientMissing(KbError):
 
 class NoGo(KbError):
     """NO-GO on {target}: {reason}"""
+
+
+class BackupFailed(KbError):
+    """The backup failed: {reason}"""
+
+
+class DrillFailed(BackupFailed):
+    """The restore drill failed: {reason}"""
+
+
+class RunLocked(KbError):
+    """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
+
+
+class RollbackRefused(KbError):
+    """Rollback refused: {reason}"""
+
+
+class RunFailed(KbError):
+    """Step {step} failed: {reason}. Evidence: {evidence}"""
+
+
+class SecretInArtifact(KbError):
+    """A secret was found in {path}; the file was removed instead of archived. Report this as a bug."""
+
+
+class RollbackUndone(KbError):
+    """The rollback failed and was undone, so the database is as it was before it started: {reason}. Fix the cause and run the rollback again."""
+
+
+def names() -> frozenset[str]:
+    """The names of every expected failure: a notebook that stops on one shows its message alone."""
+    found, todo = set(), [KbError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found)
+

@@ -16,16 +16,12 @@ from typing import Any
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
-from kbmigrate.errors import KbError
+from kbmigrate.errors import RunLocked
 
 # pg_advisory_lock(int, int): a fixed class id for kbmigrate and one object id for "the run".
 LOCK_CLASS = 0x6B626D67  # "kbmg"
 LOCK_RUN = 1
 LOCK_KERNELS = 2
-
-
-class RunLocked(KbError):
-    """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
 
 
 def holder(conn: Any, objid: int = LOCK_RUN) -> dict[str, Any] | None:

@@ -48,7 +48,7 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
                               sql_sha256=sha256_text(text), rows_affected=rows, outcome="reverted")
                 return rows
         try:
-            rows = with_lock_retries(params, "revert", change, attempt)
+            with_lock_retries(params, "revert", change, attempt)
         except psycopg.Error as exc:
             raise StepFailed(step="revert", change=change, reason=error_text(exc)) from None
         out.append({"change": change, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})

@@ -32,16 +32,12 @@ from psycopg import sql
 
 from kbmigrate import backup, changes, clients, db, ledger, scope
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import KbError
+from kbmigrate.errors import RollbackRefused, RollbackUndone
 from kbmigrate.params import RunParams
 from kbmigrate.paths import REPO_ROOT, read_sql
 from kbmigrate.scripts import begin_step
 
 KB_TABLES = ("knowledge_base", "knowledge_base_sections")
-
-
-class RollbackRefused(KbError):
-    """Rollback refused: {reason}"""
 
 
 def run_folder(run_id: str) -> Path:
@@ -245,8 +241,7 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
                                   rows_affected=rows_loaded, outcome="applied", detail=detail)
         except (psycopg.Error, RollbackRefused) as exc:
             why = exc.details["reason"] if isinstance(exc, RollbackRefused) else changes.error_text(exc) + _diag_detail(exc)
-            raise RollbackRefused(reason=f"the restore failed and was undone, so the database is as it was before the "
-                                         f"rollback: {target.redact(why)}; fix the cause and run the rollback again") from None
+            raise RollbackUndone(reason=target.redact(why)) from None
         finally:
             if script.poll() is None:
                 script.kill()

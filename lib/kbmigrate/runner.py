@@ -25,10 +25,10 @@ from jupyter_client.manager import KernelManager
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from kbmigrate import db, plan, pooler
+from kbmigrate import db, errors, plan, pooler
 from kbmigrate.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import BadParameter, KbError, NoGo
+from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.lock import run_lock
 from kbmigrate.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
@@ -52,14 +52,6 @@ class IpcKernelManager(KernelManager):
         super().cleanup_resources(restart=restart)
         if not restart:
             shutil.rmtree(self._socket_folder, ignore_errors=True)
-
-
-class RunFailed(KbError):
-    """Step {step} failed: {reason}. Evidence: {evidence}"""
-
-
-class SecretInArtifact(KbError):
-    """A secret was found in {path}; the file was removed instead of archived. Report this as a bug."""
 
 
 def _rel(path: Path) -> str:
@@ -131,7 +123,7 @@ def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
 def _failure_reason(exc: PapermillExecutionError) -> str:
     value = (exc.evalue or exc.ename or "error").strip()
     value = value.removeprefix("Check failed: ")
-    return f"{exc.ename}: {value}" if exc.ename not in ("CheckFailed", "StepFailed") else value
+    return value if exc.ename in errors.names() else f"{exc.ename}: {value}"
 
 
 def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
