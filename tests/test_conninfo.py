@@ -85,3 +85,15 @@ def test_cli_error_is_one_clean_line() -> None:
     assert "Traceback" not in done.stderr and SECRET not in done.stderr + done.stdout
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("kbmigrate: Cannot connect to bob@127.0.0.1:")
+
+
+def test_libpq_settings_reach_the_kernels_and_pg_dump_untouched(small_demo: Target) -> None:
+    """sslmode in the DSN wins over PGSSLMODE in the environment, in this process, in every
+    notebook kernel and in pg_dump alike: the test server has no SSL, so any of them still
+    following PGSSLMODE=require would fail."""
+    plain = f"{small_demo.conninfo} sslmode=disable"
+    done = run_cli("run", "--dsn", plain, "--only", "00", "01", "--no-progress", env={"PGSSLMODE": "require"})
+    assert done.returncode == 0, done.stderr
+    refused = run_cli("run", "--dsn", f"{small_demo.conninfo} sslmode=require", "--only", "00", "--no-progress")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "SSL" in refused.stderr and refused.stderr.startswith("kbmigrate: Cannot connect"), refused.stderr

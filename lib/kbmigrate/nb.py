@@ -71,6 +71,7 @@ class Step:
 
 def start(step: str, namespace: dict[str, Any]) -> Step:
     """Open a step from the notebook's parameters (taken from its globals)."""
+    pd.set_option("display.max_colwidth", None)  # evidence is shown whole: hashes, reasons, details
     values = {k: namespace[k] for k in PARAM_NAMES if k in namespace}
     return Step(step, str(namespace.get("run_id") or ""), RunParams.from_mapping(values))
 
