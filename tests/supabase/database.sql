@@ -15,10 +15,10 @@ begin
 end
 $pub$;
 
--- Extensions live in schema extensions (owned by postgres, which created it before its demotion),
--- each extension owned by the superuser. Those this server lacks are skipped.
-create schema if not exists extensions;
-alter schema extensions owner to postgres;
+-- Extensions live in schema extensions, which the superuser owns (the Docker image's entrypoint
+-- runs the init scripts as POSTGRES_USER=supabase_admin), as it owns each extension. Those this
+-- server lacks are skipped.
+create schema if not exists extensions authorization supabase_admin;
 do $ext$
 declare
   e text;
