@@ -23,7 +23,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,14 +151,24 @@ _HEADER_TIMEOUTS = re.compile(r"^SET (statement_timeout|lock_timeout|idle_in_tra
                               r"transaction_timeout) = 0;$")
 
 
-def script_parts(lines: Iterator[str]) -> Iterator[tuple[str, str, list[str]]]:
-    """Split a pg_restore script into ("sql", text, []) and ("copy", "COPY ... FROM stdin", data lines).
+def script_parts(lines: Iterable[str]) -> Iterator[tuple[str, str, Iterator[str]]]:
+    """Split a pg_restore script, as it streams, into ("sql", text, empty) and
+    ("copy", "COPY ... FROM stdin", its data lines); the caller reads each part's data lines to
+    the end before asking for the next part, so a large table is never held in memory.
 
     A COPY block is recognised only right after pg_restore's "Data for Name: ...; Type: TABLE DATA"
     header. The header's own "SET ... timeout = 0" lines are left out, so the rollback's timeouts
     hold; psql's \\restrict meta-commands are left out too (they are for psql, not the server).
     """
     lines = iter(lines)
+
+    def data(statement: str) -> Iterator[str]:
+        for row in lines:
+            if row.rstrip("\n") == "\\.":
+                return
+            yield row if row.endswith("\n") else row + "\n"
+        raise RollbackRefused(reason=f"the restore script ends inside the data of {statement}")
+
     buffer: list[str] = []
     expect_copy = False
     for raw in lines:
@@ -167,24 +177,16 @@ def script_parts(lines: Iterator[str]) -> Iterator[tuple[str, str, list[str]]]:
             expect_copy = True
         if expect_copy and line.startswith("COPY ") and line.endswith(" FROM stdin;"):
             if buffer:
-                yield "sql", "\n".join(buffer), []
+                yield "sql", "\n".join(buffer), iter(())
                 buffer = []
-            data: list[str] = []
-            for row in lines:
-                row = row.rstrip("\n")
-                if row == "\\.":
-                    break
-                data.append(row)
-            else:
-                raise RollbackRefused(reason=f"the restore script ends inside the data of {line}")
-            yield "copy", line.removesuffix(";"), data
+            yield "copy", line.removesuffix(";"), data(line)
             expect_copy = False
             continue
         if _HEADER_TIMEOUTS.match(line) or line.startswith(("\\restrict ", "\\unrestrict ")):
             continue
         buffer.append(line)
     if buffer:
-        yield "sql", "\n".join(buffer), []
+        yield "sql", "\n".join(buffer), iter(())
 
 
 def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: RunParams,
@@ -204,9 +206,10 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
         settings = {**params.settings(rollback_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
         with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
             fh.write(listing)
+        stderr_file = tempfile.TemporaryFile("w+", encoding="utf-8")  # a pipe could fill up and stall pg_restore
         script = subprocess.Popen([_tool(info, "pg_restore"), "--clean", "--if-exists", "--use-list", fh.name,
                                    "--file", "-", str(dump_path(info))],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+                                  stdout=subprocess.PIPE, stderr=stderr_file, text=True, encoding="utf-8")
         copies = rows_loaded = 0
         try:
             with conn.transaction():
@@ -219,12 +222,13 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
                         continue
                     with conn.cursor().copy(text) as copy:
                         for row in data:
-                            copy.write(row + "\n")
+                            copy.write(row)
+                            rows_loaded += 1
                     copies += 1
-                    rows_loaded += len(data)
                 if script.wait() != 0:
+                    stderr_file.seek(0)
                     raise RollbackRefused(reason="pg_restore could not write the restore script: "
-                                                 + ((script.stderr.read() if script.stderr else "").strip()[-200:] or "?"))
+                                                 + (stderr_file.read().strip()[-200:] or "?"))
                 if copies != expected_copies:
                     raise RollbackRefused(reason=f"the restore script held {copies} tables' data, expected {expected_copies}")
                 names = [f"public.{t}" for t in in_dump]
@@ -246,6 +250,7 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
             if script.poll() is None:
                 script.kill()
             script.wait()
+            stderr_file.close()
             os.unlink(fh.name)
     return detail
 

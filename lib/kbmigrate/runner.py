@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import secrets as pysecrets
 import shutil
@@ -39,7 +40,11 @@ LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSW
 
 
 class IpcKernelManager(KernelManager):
-    """Kernels talk over local sockets (IPC), not TCP: nothing listens on the network."""
+    """Kernels talk over local sockets (IPC), not TCP: nothing listens on the network. What a
+    kernel process itself prints (outside any cell: its start-up and shut-down chatter) goes to
+    ``log_path`` when a run sets one, not to the terminal of the person running it."""
+
+    log_path: Path | None = None
 
     def __init__(self, **kwargs: Any) -> None:
         # Each kernel gets its sockets in a private folder: a shared prefix lets concurrent
@@ -47,6 +52,18 @@ class IpcKernelManager(KernelManager):
         folder = tempfile.mkdtemp(prefix="kbmigrate-kernel-")
         super().__init__(transport="ipc", ip=os.path.join(folder, "kernel"), **kwargs)
         self._socket_folder = folder
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        if self.log_path is not None:
+            log = open(self.log_path, "ab")  # noqa: SIM115 - the kernel process holds it while it lives
+            kw.setdefault("stdout", log)
+            kw.setdefault("stderr", log)
+            try:
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+            finally:
+                log.close()  # the child has its own copy of the descriptor
+        else:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
 
     def cleanup_resources(self, restart: bool = False) -> None:
         super().cleanup_resources(restart=restart)
@@ -113,6 +130,41 @@ def kernel_environment(target: Target) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextmanager
+def kernel_chatter_to(path: Path, target: Target) -> Iterator[None]:
+    """What the kernel machinery (tornado, zmq, traitlets) logs while a run goes on is written to
+    the run folder, not to the terminal: a kernel shutting down after a failed step can log a
+    stray callback traceback, and an expected failure must end in one line. Secrets are redacted."""
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return target.redact(super().format(record))
+
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("tornado", "traitlets", "asyncio")]
+    saved = [(lg.propagate, list(lg.handlers)) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.propagate = False
+    try:
+        yield
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
+
+
+def tidy_log(path: Path, target: Target) -> None:
+    """The kernels' own log: removed when empty, else kept with any secret redacted."""
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        path.unlink()
+        return
+    path.write_text(target.redact(text), encoding="utf-8")
+
+
 def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
     if any(s and len(s) >= 4 and s in text for s in secrets):
@@ -159,7 +211,8 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
 def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
              manifest: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
     failure: RunFailed | None = None
-    with kernel_environment(target):
+    kernels = type("RunKernelManager", (IpcKernelManager,), {"log_path": folder / "kernels.log"})
+    with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target):
         for step in steps:
             source = NOTEBOOK_DIR / f"{step}.ipynb"
             out = folder / f"{step}.ipynb"
@@ -171,7 +224,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
                 papermill.execute_notebook(
                     str(source), str(out), parameters={"run_id": run_id, **params.as_dict(), **extra},
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
-                    request_save_on_cell_execute=True, kernel_manager_class=IpcKernelManager,
+                    request_save_on_cell_execute=True, kernel_manager_class=kernels,
                 )
                 entry["status"] = "succeeded"
             except PapermillExecutionError as exc:
@@ -194,6 +247,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             write_manifest(folder, manifest, target)
             if failure:
                 break
+    tidy_log(folder / "kernels.log", target)
     manifest["ended_at"] = utc_now()
     manifest["status"] = "failed" if failure else "succeeded"
     write_manifest(folder, manifest, target)
