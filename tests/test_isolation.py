@@ -13,6 +13,7 @@ from kbmigrate import db, preflight, runner, smoke
 from kbmigrate.conninfo import Target
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
+from kbmigrate.rls import acting_as
 from kbmigrate.steps import apply_step
 
 from conftest import drop, new_demo
@@ -117,3 +118,29 @@ def test_api_roles_cannot_execute_the_migrations_functions(migrated: Target) -> 
         with conn.transaction(force_rollback=True):
             conn.execute("grant execute on function kbmigrate.legacy_text(jsonb) to anon")
             assert any(r["anon_can_execute"] for r in fetch(conn, read_sql("report/function_privileges.sql")))
+
+
+def test_the_policies_work_without_the_tools_schema(server: Target) -> None:
+    """The application's RLS reads the membership table itself: dropping the tool's kbmigrate
+    schema (its ledger and bookkeeping) leaves every member seeing exactly their own."""
+    target = new_demo(server, "kbt_nokbm")
+    try:
+        with db.connect(target, autocommit=True) as conn:
+            for step in ("02_schema", "03_backfill"):
+                apply_step(conn, step, PARAMS, "nokbm", progress=False)
+            members = fetch(conn, "select user_id, workspace_id from workspace_members")
+            entries = fetch(conn, "select id, workspace_id, is_shared from knowledge_base")
+            conn.execute("drop schema kbmigrate cascade")
+            assert db.scalar(conn, "select count(*) from pg_policies where tablename = 'knowledge_base'") == 4
+            users = sorted({m["user_id"] for m in members})[:10]
+            own_seen = 0
+            for user in users:
+                mine = {m["workspace_id"] for m in members if m["user_id"] == user}
+                expected = {e["id"] for e in entries if e["is_shared"] or e["workspace_id"] in mine}
+                with acting_as(conn, user):
+                    seen = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base")}
+                assert seen == expected, user
+                own_seen += sum(1 for e in entries if e["id"] in seen and not e["is_shared"])
+            assert own_seen > 0  # the members did see their workspaces' entries, not only the shared ones
+    finally:
+        drop(server, target)
