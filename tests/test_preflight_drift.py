@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from kbmigrate import db, preflight
 from kbmigrate.conninfo import Target
 from kbmigrate.params import RunParams
+from kbmigrate.paths import SQL_DIR
+from kbmigrate.steps import apply_step
 
 from conftest import drop, new_demo
 from test_runbook import checksums
@@ -49,5 +53,31 @@ def test_drift_is_a_no_go(server: Target, case: str, ddl: str, params: RunParams
         assert checksums(target) == before
         with db.connect(target) as conn:
             assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
+    finally:
+        drop(server, target)
+
+
+def test_a_deploy_file_edited_after_it_was_applied_is_a_no_go_until_accepted(server: Target) -> None:
+    target = new_demo(server, "kbt_edited")
+    try:
+        with db.connect(target, autocommit=True) as conn:
+            apply_step(conn, "02_schema", RunParams(), "first", progress=False)
+            now = hashlib.sha256((SQL_DIR / "deploy/kb_columns.sql").read_bytes()).hexdigest()
+            # the ledger remembers other SQL than the file holds now: the file was edited since
+            conn.execute("update kbmigrate.ledger set sql_sha256 = %s where change = 'kb_columns' and outcome = 'applied'",
+                         ("0" * 64,))
+
+            def row(params: RunParams) -> dict[str, str]:
+                return next(r for r in preflight.checks(conn, target, params) if r["check"] == "ledger and the SQL files")
+
+            refused = row(RunParams())
+            assert refused["status"] == "NO-GO" and "kb_columns" in refused["detail"]
+            assert "0" * 64 in refused["detail"] and now in refused["detail"]
+            assert row(RunParams(accept_changed_sql=True))["status"] == "GO"
+            apply_step(conn, "02_schema", RunParams(accept_changed_sql=True), "second", progress=False)
+            accepted = db.rows(conn, "select outcome, detail from kbmigrate.ledger where run_id = 'second' and change = 'kb_columns'")
+            assert accepted[0]["outcome"] == "noop"
+            assert accepted[0]["detail"]["accepted_sql_change"] == {"applied_with": "0" * 64, "file_now": now}
+            assert row(RunParams())["status"] == "GO"  # accepted once, recorded: no longer a difference
     finally:
         drop(server, target)

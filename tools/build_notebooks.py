@@ -32,7 +32,8 @@ batch_size: int = 5000  # KB entries per backfill transaction
 import_legacy: Optional[bool] = None  # import the legacy tables; None means yes when they exist
 lock_timeout: str = "1s"  # how long a change may wait for a lock before it retries
 statement_timeout: str = "5min"  # the longest any one statement may run
-lock_retries: int = 5  # retries, with backoff, when a lock is not granted in time'''
+lock_retries: int = 5  # retries, with backoff, when a lock is not granted in time
+accept_changed_sql: bool = False  # go on although a deploy file changed after the ledger says it was applied'''
 
 
 def setup(step: str, extra: str = "") -> str:

@@ -116,7 +116,12 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         return ledger_only("noop", 0, {"skipped": reason})
     done, _ = verify_passes(conn, change, params, settings)
     if done:
-        return ledger_only("noop", 0, {"already": "verify passed before deploy"})
+        detail: dict[str, Any] = {"already": "verify passed before deploy"}
+        if params.accept_changed_sql:
+            edited = ledger.drift(conn, {change.name: sha})
+            if edited:
+                detail["accepted_sql_change"] = {"applied_with": edited[0]["applied_with"], "file_now": sha}
+        return ledger_only("noop", 0, detail)
 
     try:
         if change.has("notx"):

@@ -30,3 +30,20 @@ def for_run(conn: psycopg.Connection[Any], run_id: str, step: str | None = None)
         select step, change, outcome, rows_affected, db_user, applied_at, left(sql_sha256, 12) as sql_sha256, detail
         from kbmigrate.ledger where run_id = %s and (%s::text is null or step = %s) order by id""",
         (run_id, step, step))
+
+
+def drift(conn: psycopg.Connection[Any], current: dict[str, str]) -> list[dict[str, Any]]:
+    """Changes in effect whose SQL differs from the SQL that applied them (``current``: change ->
+    sha256 of its deploy file now), like Flyway's validate. A change's reference is its latest
+    ``applied`` row, or a no-op that accepted an edited file; a change reverted since is not in effect."""
+    if not exists(conn):
+        return []
+    rows = db.rows(conn, """
+        select distinct on (change) change, sql_sha256, outcome, run_id, applied_at
+        from kbmigrate.ledger
+        where outcome in ('applied', 'reverted') or (outcome = 'noop' and detail ? 'accepted_sql_change')
+        order by change, id desc""")
+    return [{"change": r["change"], "applied_with": r["sql_sha256"], "file_now": current[r["change"]],
+             "run_id": r["run_id"], "applied_at": r["applied_at"]}
+            for r in rows if r["outcome"] != "reverted" and r["change"] in current
+            and r["sql_sha256"] != current[r["change"]]]

@@ -30,6 +30,7 @@ class RunParams:
     lock_timeout: str = "1s"
     statement_timeout: str = "5min"
     lock_retries: int = 5
+    accept_changed_sql: bool = False       # go on although a deploy file changed after it was applied
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "RunParams":

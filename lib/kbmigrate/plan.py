@@ -55,6 +55,11 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def deploy_hashes() -> dict[str, str]:
+    """change -> sha256 of its deploy file as it is now (what the ledger records when applying it)."""
+    return {c.name: sha256_text(read_sql(c.deploy)) for c in load()}
+
+
 def sql_files_used() -> dict[str, str]:
     """sha256 of every SQL file the plan uses (and the plan itself), by path under sql/."""
     out = {"plan.txt": sha256_text(read_sql("plan.txt"))}

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import clients, db, pooler, scope
+from kbmigrate import clients, db, ledger, plan, pooler, scope
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
 from kbmigrate.params import RunParams
@@ -160,6 +160,15 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
                      f"superuser={privileges['superuser']}, owns knowledge_base={privileges['owns_kb']}, "
                      f"create schema={privileges['can_create_schema']}, may act as anon/authenticated/service_role "
                      f"(the smoke tests do)={privileges['acts_as_api_roles']}"))
+
+    changed = ledger.drift(conn, plan.deploy_hashes())
+    listed = "; ".join(f"{d['change']}: applied by run {d['run_id']} with sql {d['applied_with']}, "
+                       f"sql/deploy/{d['change']}.sql is now {d['file_now']}" for d in changed)
+    rows.append(_row("ledger and the SQL files", not changed or params.accept_changed_sql,
+                     "every change in effect was applied by the SQL files as they are now" if not changed else
+                     (f"accepted (accept_changed_sql): {listed}" if params.accept_changed_sql else
+                      f"{listed}. A change already applied is not applied again, so the edit would silently do "
+                      "nothing: revert the file, or review the edit and run with -p accept_changed_sql=true")))
 
     relations = [f"public.{t}" for t in ("knowledge_base", "knowledge_base_sections", "workspaces")
                  if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
