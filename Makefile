@@ -12,13 +12,12 @@ STAMP  := $(VENV)/.installed
 SIZE   ?= small
 SEED   ?= 42
 
-.PHONY: help venv demo notebooks test lab server-stop clean
+.PHONY: help venv demo test lab server-stop clean
 
 help:
 	@echo "make demo   build the demo database on the embedded server (SIZE=small|medium|large, SEED=42)"
 	@echo "make test   run the whole test suite against a real PostgreSQL (embedded, or KBMIGRATE_TEST_DSN)"
 	@echo "make lab    open the runbook notebooks in JupyterLab, connected to the demo database"
-	@echo "make notebooks   rewrite notebooks/*.ipynb from tools/build_notebooks.py"
 	@echo "make server-stop   stop the embedded server; make clean   remove .venv and local state"
 
 $(STAMP): pyproject.toml
@@ -34,15 +33,15 @@ demo: venv
 	$(BIN)/kbmigrate demo-db --embedded --size $(SIZE) --seed $(SEED)
 	$(BIN)/kbmigrate run --embedded
 
-notebooks: venv
-	$(BIN)/python tools/build_notebooks.py
-
 test: venv
 	$(BIN)/python -m pytest
 
+# The notebooks are MyST text files; tools/jupyterlab/overrides.json makes JupyterLab open them
+# as notebooks (jupytext) on a double click.
 lab: venv
 	$(BIN)/kbmigrate server start
-	cd notebooks && eval "$$(../$(BIN)/kbmigrate server env)" && ../$(BIN)/jupyter lab
+	cd notebooks && eval "$$(../$(BIN)/kbmigrate server env)" && \
+	  ../$(BIN)/jupyter lab --LabServerApp.app_settings_dir=../tools/jupyterlab
 
 server-stop: venv
 	$(BIN)/kbmigrate server stop

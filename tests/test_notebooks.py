@@ -1,51 +1,56 @@
-"""The runbook notebooks: generated from tools/build_notebooks.py, parameters documented, no secrets."""
+"""The runbook notebooks: MyST text files, one per step, no outputs in the sources, a parameters
+cell that is exactly RunParams (names and defaults), no secrets, and runnable by hand."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
+import dataclasses
 import subprocess
-import sys
-from pathlib import Path
 
-import nbformat
 import pytest
 
+from kbmigrate import notebooks
 from kbmigrate.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
 from kbmigrate.plan import STEPS
 
+from conftest import run_cli
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", REPO_ROOT / "tools" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_one_notebook_per_step_and_in_sync_with_the_builder() -> None:
-    built = _builder().build()
-    assert set(STEPS) < set(built) and "07_rollback" in built
-    for name, nb in built.items():
-        on_disk = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
-        assert [c.source for c in on_disk.cells] == [c.source for c in nb.cells], f"{name}: run `make notebooks`"
+ALL = [*STEPS, "07_rollback"]
+EXTRAS = {"00_preflight": {"long_tx_seconds"}, "06_smoke_tests": {"smoke_all_up_to", "smoke_seed", "smoke_sample"},
+          "07_rollback": {"rollback_of", "accept_loss"}}
 
 
-@pytest.mark.parametrize("step", STEPS)
-def test_parameters_are_documented_and_hold_no_secret(step: str) -> None:
-    nb = nbformat.read(NOTEBOOK_DIR / f"{step}.ipynb", as_version=4)
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1
-    assert not any(word in tagged[0].source.lower().split("#")[0] for word in ("password", "secret", "dsn ="))
-    out = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--help-notebook", str(NOTEBOOK_DIR / f"{step}.ipynb")],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    for name in ("run_id", *RunParams().as_dict()):
-        line = next((ln for ln in out.stdout.splitlines() if ln.strip().startswith(name + ":")), "")
-        assert line and "(" in line, f"{name} is not documented by papermill --help-notebook"
-    assert "lock_timeout" in out.stdout and "the longest any one statement may run" in out.stdout
-    extra = {"00_preflight": "long_tx_seconds", "06_smoke_tests": "smoke_all_up_to"}.get(step)
-    if extra:
-        assert any(ln.strip().startswith(extra + ":") for ln in out.stdout.splitlines())
+def test_one_text_notebook_per_step_and_no_outputs_tracked() -> None:
+    tracked = subprocess.run(["git", "ls-files", "notebooks"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert sorted(t for t in tracked if t != "notebooks/README.md") == sorted(f"notebooks/{s}.md" for s in ALL)
+    for step in ALL:
+        text = notebooks.path(step).read_text(encoding="utf-8")
+        assert "format_name: myst" in text and "outputs" not in text.split("---", 2)[1]
+        nb = notebooks.read(step)
+        assert all(not c.get("outputs") for c in nb.cells)
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {step[:2]} · ")
+
+
+@pytest.mark.parametrize("step", ALL)
+def test_the_parameters_cell_is_runparams(step: str) -> None:
+    """One source of truth: every notebook's parameters are RunParams' names with RunParams'
+    defaults (plus run_id and the step's own), each with a help comment; none is a secret."""
+    found = {p["name"]: p for p in notebooks.parameters(step)}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunParams) if f.name != "extra"}
+    assert set(found) == {"run_id", *defaults, *EXTRAS.get(step, set())}
+    for name, value in defaults.items():
+        assert ast.literal_eval(found[name]["default"]) == value, f"{step}: {name} defaults differ from RunParams"
+    assert all(p["help"].strip() for p in found.values()), "every parameter has a help comment"
+    cell = notebooks.parameters_cell(notebooks.read(step)).source.lower()
+    assert not any(word in cell.split("#")[0] for word in ("password", "secret", "dsn ="))
+
+
+def test_the_cli_documents_the_parameters() -> None:
+    done = run_cli("params", "02")
+    assert done.returncode == 0, done.stderr
+    assert "lock_timeout: str (default \"1s\")" in done.stdout and "the longest any one statement may run" in done.stdout
 
 
 def test_a_notebook_runs_by_hand_without_parameters(small_demo, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +60,7 @@ def test_a_notebook_runs_by_hand_without_parameters(small_demo, monkeypatch: pyt
     p = small_demo.params
     for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
         monkeypatch.setenv(var, p[key])
-    nb = nbformat.read(NOTEBOOK_DIR / "00_preflight.ipynb", as_version=4)
+    nb = notebooks.read("00_preflight")
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "GO: every check passed" in text

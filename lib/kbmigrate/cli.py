@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from kbmigrate import __version__, compat, conninfo, db, demo, lock, revert, rollback, runner, summary
+from kbmigrate import __version__, compat, conninfo, db, demo, lock, notebooks, plan, revert, rollback, runner, summary
 from kbmigrate.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, KbError
 from kbmigrate.params import RunParams
@@ -158,6 +158,15 @@ def cmd_revert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_params(args: argparse.Namespace) -> int:
+    steps = runner.select_steps(None, [args.step]) if args.step else [*plan.STEPS, "07_rollback"]
+    for step in steps:
+        print(f"{step} ({runner._rel(notebooks.path(step))}):")
+        for p in notebooks.parameters(step):
+            print(f"  {p['name']}: {p['type']} (default {p['default']})  {p['help']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kbmigrate import bench
 
@@ -230,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("change", metavar="CHANGE", help="what to undo")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
     p.set_defaults(func=cmd_revert)
+
+    p = sub.add_parser("params", help="list the runbook's parameters (-p NAME=VALUE), with their defaults and help",
+                       description="The parameters cell of each notebook as papermill reads it: name, type, default, "
+                                   "and the comment that documents it.")
+    p.add_argument("step", nargs="?", help="one step (e.g. 02 or schema); default: all")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("bench", parents=[target], help="measure every step on the large demo database",
                        description="Build (or reuse) the demo database of --size on the server (the embedded one "

@@ -26,7 +26,7 @@ from jupyter_client.manager import KernelManager
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from kbmigrate import db, errors, plan, pooler
+from kbmigrate import db, errors, notebooks, plan, pooler
 from kbmigrate.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
@@ -214,7 +214,6 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     kernels = type("RunKernelManager", (IpcKernelManager,), {"log_path": folder / "kernels.log"})
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target):
         for step in steps:
-            source = NOTEBOOK_DIR / f"{step}.ipynb"
             out = folder / f"{step}.ipynb"
             entry: dict[str, Any] = {"notebook": _rel(out), "status": "running", "start": utc_now()}
             manifest["steps"].append(entry)
@@ -222,7 +221,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             echo(f"▶ {step} …")
             try:
                 papermill.execute_notebook(
-                    str(source), str(out), parameters={"run_id": run_id, **params.as_dict(), **extra},
+                    notebooks.read(step), str(out), parameters={"run_id": run_id, **params.as_dict(), **extra},
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
                     request_save_on_cell_execute=True, kernel_manager_class=kernels,
                 )
