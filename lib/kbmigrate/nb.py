@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import json
 from typing import Any
 
 import pandas as pd
@@ -64,6 +65,24 @@ class Step:
 
     def scalar(self, query: str, params: Any = None) -> Any:
         return db.scalar(self.conn, query, params)
+
+    def sql_magic(self) -> str:
+        """Connect ipython-sql's ``%sql``/``%%sql`` to this step's database, for the queries a DBA
+        re-runs by hand: from the same libpq environment, under the step's own timeouts."""
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        if ip is None:
+            raise RuntimeError("%sql needs an IPython kernel")
+        ip.run_line_magic("load_ext", "sql")
+        for setting in ("SqlMagic.displaycon = False", "SqlMagic.feedback = False", "SqlMagic.autopandas = True"):
+            ip.run_line_magic("config", setting)
+        arguments = json.dumps({
+            "options": f"-c lock_timeout={self.params.lock_timeout} -c statement_timeout={self.params.statement_timeout}",
+            "application_name": f"kbmigrate %sql {self.step}"[:63]})
+        ip.run_line_magic("sql", f"--connection_arguments '{arguments}' postgresql+psycopg://")
+        return f"%sql connected to {self.target.label} (lock_timeout {self.params.lock_timeout}, " \
+               f"statement_timeout {self.params.statement_timeout})"
 
     def ledger(self) -> pd.DataFrame:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
