@@ -24,7 +24,8 @@ EXTRAS = {"00_preflight": {"long_tx_seconds"}, "06_smoke_tests": {"smoke_all_up_
 def test_one_text_notebook_per_step_and_no_outputs_tracked() -> None:
     tracked = subprocess.run(["git", "ls-files", "notebooks"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
-    assert sorted(t for t in tracked if t != "notebooks/README.md") == sorted(f"notebooks/{s}.md" for s in ALL)
+    notebook_files = [t for t in tracked if t.endswith((".md", ".ipynb")) and t != "notebooks/README.md"]
+    assert sorted(notebook_files) == sorted(f"notebooks/{s}.md" for s in ALL)
     for step in ALL:
         text = notebooks.path(step).read_text(encoding="utf-8")
         assert "format_name: myst" in text and "outputs" not in text.split("---", 2)[1]

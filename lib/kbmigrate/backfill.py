@@ -19,7 +19,7 @@ from kbmigrate.changes import Outcome, error_text, record_failure, verify_passes
 from kbmigrate.errors import StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.plan import Change, sha256_text
+from kbmigrate.plan import Change
 from kbmigrate.scripts import begin_step
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
@@ -33,7 +33,7 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
         *, progress: bool = True) -> Outcome:
     started = time.monotonic()
     text = read_sql(change.deploy)
-    sha = sha256_text(text)
+    sha = change.sha256()
     settings = params.settings(run_id)
     totals = {"batches": 0, "scanned": 0, "shared": 0, "assigned": 0, "quarantined": 0, "updated": 0,
               "max_batch_seconds": 0.0}

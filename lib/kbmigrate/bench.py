@@ -230,15 +230,19 @@ class Bench:
         for name, value in params.settings("bench-psql").items():
             lines.append(f"select set_config('{name}', :'v_{name.replace('.', '_')}', false);")
         with tempfile.TemporaryDirectory() as tmp, psycopg.connect(target.conninfo) as conn:
+            variables = []
             for change in load():
                 text = composed(change, params)
                 text = text.as_string(conn) if not isinstance(text, str) else text
                 path = Path(tmp) / f"{change.name}.sql"
                 path.write_text(text)
+                for name, value in change.settings().items():  # a legacy source's own description
+                    var = f"v_{change.name}_{name.replace('.', '_')}"
+                    lines.append(f"select set_config('{name}', :'{var}', false);")
+                    variables += ["-v", f"{var}={value}"]
                 lines.append(f"\\i {path}")
             script = Path(tmp) / "all.sql"
             script.write_text("\n".join(lines) + "\n")
-            variables = []
             for name, value in params.settings("bench-psql").items():
                 variables += ["-v", f"v_{name.replace('.', '_')}={value}"]
             env = {**os.environ, **libpq_env(target)}

@@ -8,6 +8,7 @@ transaction and are ledgered right after, in a transaction that re-runs their ve
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from kbmigrate import db, ledger
 from kbmigrate.errors import StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.plan import Change, sha256_text
+from kbmigrate.plan import Change
 from kbmigrate.scripts import begin_step
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
@@ -90,7 +91,7 @@ def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams
         return None
     if params.import_legacy is False:
         return "import_legacy is false"
-    source = "legacy_" + change.name.removeprefix("import_legacy_") + "_data"
+    source = json.loads(change.spec)["source"]
     if db.scalar(conn, "select to_regclass(%s) is null", (f"public.{source}",)):
         return f"table public.{source} does not exist"
     return None
@@ -99,9 +100,9 @@ def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams
 def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str) -> Outcome:
     """Apply one change (not a batched one) and return what happened. Raises StepFailed."""
     started = time.monotonic()
-    settings = params.settings(run_id)
+    settings = {**params.settings(run_id), **change.settings()}
     deploy = composed(change, params)
-    sha = sha256_text(read_sql(change.deploy))
+    sha = change.sha256()
 
     def ledger_only(outcome: str, rows: int | None, detail: dict[str, Any]) -> Outcome:
         if change.name != "ledger" and not ledger.exists(conn):

@@ -148,7 +148,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_revert(args: argparse.Namespace) -> int:
     params = _parse_params(args.param or [])
-    revert.expand(args.change)  # an unknown change is refused before connecting
+    revert.expand(args.change, params)  # an unknown change is refused before connecting
     target = _target(args)
     run_id = args.run_id or f"revert-{runner.new_run_id()}"
     with lock.run_lock(target, run_id), db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("revert", parents=[target, params], help="undo one step (legacy import, RLS policies) and verify it",
                        description="Undo one change with its sql/revert file, in one transaction that also verifies "
                                    "it and writes the ledger; every other step's work is left as it is. "
-                                   "CHANGE: import_legacy (all four sources), import_legacy_icp, import_legacy_product, "
-                                   "import_legacy_competitor, import_legacy_persona, or rls_policies.")
+                                   "CHANGE: import_legacy (every legacy source), import_legacy_<source> (one of them, "
+                                   "e.g. import_legacy_icp; see sql/data/legacy_sources.csv), or rls_policies.")
     p.add_argument("change", metavar="CHANGE", help="what to undo")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
     p.set_defaults(func=cmd_revert)

@@ -25,6 +25,7 @@ class RunParams:
     membership_joined_column: str = "joined_at"
     backfill_strategy: str = "first_joined"
     sections_file: str = "sql/data/default_sections.csv"
+    legacy_sources_file: str = "sql/data/legacy_sources.csv"
     batch_size: int = 5000
     import_legacy: bool | None = None      # None: yes when legacy tables exist
     lock_timeout: str = "1s"
@@ -50,6 +51,9 @@ class RunParams:
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
         self.sections()
+        from kbmigrate import legacy  # the legacy sources file, read now so a bad one is refused before connecting
+
+        legacy.read(self.legacy_sources_path())
         return self
 
     @property
@@ -63,6 +67,10 @@ class RunParams:
 
     def sections_path(self) -> Path:
         path = Path(self.sections_file)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    def legacy_sources_path(self) -> Path:
+        path = Path(self.legacy_sources_file)
         return path if path.is_absolute() else REPO_ROOT / path
 
     def sections(self) -> list[dict[str, Any]]:

@@ -12,44 +12,48 @@ from kbmigrate.changes import error_text, with_lock_retries
 from kbmigrate.errors import BadParameter, StepFailed
 from kbmigrate.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
-from kbmigrate.plan import load, sha256_text
+from kbmigrate.plan import Change, load, sha256_text
 from kbmigrate.scripts import begin_step
 
-GROUPS = {"import_legacy": [f"import_legacy_{s}" for s in ("icp", "product", "competitor", "persona")]}
+
+def revertible(params: RunParams) -> dict[str, Change]:
+    """The plan's changes that have a revert file, by name (each legacy source's import among them)."""
+    return {c.name: c for c in load(params) if (SQL_DIR / c.revert).is_file()}
 
 
-def revertible() -> list[str]:
-    return sorted(p.stem for p in (SQL_DIR / "revert").glob("*.sql") if p.stem != "rollback_prepare")
+def groups(params: RunParams) -> dict[str, list[str]]:
+    """Names that stand for several changes: import_legacy, every legacy source's import."""
+    return {"import_legacy": [c.name for c in load(params) if c.file == "import_legacy"]}
 
 
-def expand(name: str) -> list[str]:
-    names = GROUPS.get(name, [name])
-    unknown = [n for n in names if n not in revertible()]
-    if unknown:
+def expand(name: str, params: RunParams) -> list[Change]:
+    can = revertible(params)
+    names = groups(params).get(name, [name])
+    unknown = [n for n in names if n not in can]
+    if unknown or not names:
         raise BadParameter(name="change", reason=f"{name!r} cannot be reverted; one of: "
-                                                 f"{', '.join(sorted(revertible() + list(GROUPS)))}")
-    return names
+                                                 f"{', '.join(sorted([*can, *groups(params)]))}")
+    return [can[n] for n in names]
 
 
 def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: str) -> list[dict[str, Any]]:
-    steps = {c.name: c.step for c in load()}
     out = []
     if not ledger.exists(conn):
         raise StepFailed(step="revert", change=name, reason="this database has no kbmigrate ledger: nothing was migrated")
-    for change in expand(name):
-        text = read_sql(f"revert/{change}.sql")
+    for change in expand(name, params):
+        text = read_sql(change.revert)
         started = time.monotonic()
 
         def attempt() -> int:
             with conn.transaction():
-                begin_step(conn, params.lock_timeout, params.statement_timeout)
+                begin_step(conn, params.lock_timeout, params.statement_timeout, change.settings())
                 rows = max(conn.execute(text).rowcount, 0)
-                ledger.record(conn, run_id=run_id, step=steps.get(change, "revert"), change=change,
+                ledger.record(conn, run_id=run_id, step=change.step, change=change.name,
                               sql_sha256=sha256_text(text), rows_affected=rows, outcome="reverted")
                 return rows
         try:
-            with_lock_retries(params, "revert", change, attempt)
+            with_lock_retries(params, "revert", change.name, attempt)
         except psycopg.Error as exc:
-            raise StepFailed(step="revert", change=change, reason=error_text(exc)) from None
-        out.append({"change": change, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})
+            raise StepFailed(step="revert", change=change.name, reason=error_text(exc)) from None
+        out.append({"change": change.name, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})
     return out

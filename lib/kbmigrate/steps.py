@@ -15,7 +15,7 @@ from kbmigrate.plan import for_step
 def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_id: str,
                *, progress: bool = True) -> list[Outcome]:
     done: list[Outcome] = []
-    for change in for_step(step):
+    for change in for_step(step, params):
         if change.has("batched"):
             done.append(backfill.run(conn, change, params, run_id, progress=progress))
         else:

@@ -7,6 +7,7 @@ drop schema if exists kb_private cascade;        -- the membership helper, and t
 drop view if exists kbmigrate.membership;
 drop function if exists kbmigrate.legacy_content(jsonb, text[], text[]);
 drop function if exists kbmigrate.legacy_text(jsonb);
+drop function if exists kbmigrate.import_legacy(jsonb);
 do $$
 begin
   if current_setting('kbmigrate.sections_in_dump') <> 'true' then
