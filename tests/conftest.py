@@ -30,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from kbmigrate import db, demo
+from kbmigrate import db
+from kbmigrate.dev import demo
 from kbmigrate.conninfo import Target, resolve
-from kbmigrate.embedded import EmbeddedServer
+from kbmigrate.components.embedded import EmbeddedServer
 from kbmigrate.errors import KbError
 from kbmigrate.paths import REPO_ROOT, STATE_DIR
 

@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from kbmigrate import backfill, db
+from kbmigrate import db
+from kbmigrate.engine import backfill, ledger
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
-from kbmigrate.plan import for_step
-from kbmigrate.steps import apply_step
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.plan import for_step
+from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
 
@@ -33,7 +34,7 @@ def test_interrupted_backfill_resumes_to_the_same_result(server: Target, monkeyp
             apply_step(cb, "02_schema", params, "setup", progress=False)
             backfill.run(cb, change, params, "straight", progress=False)
 
-            real_record = backfill.ledger.record
+            real_record = ledger.record
             calls = {"n": 0}
 
             def crash_on_fourth(*args: Any, **kwargs: Any) -> None:
@@ -42,10 +43,10 @@ def test_interrupted_backfill_resumes_to_the_same_result(server: Target, monkeyp
                     raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of batch 4
                 real_record(*args, **kwargs)
 
-            monkeypatch.setattr(backfill.ledger, "record", crash_on_fourth)
+            monkeypatch.setattr(ledger, "record", crash_on_fourth)
             with pytest.raises(KeyboardInterrupt):
                 backfill.run(ca, change, params, "interrupted", progress=False)
-            monkeypatch.setattr(backfill.ledger, "record", real_record)
+            monkeypatch.setattr(ledger, "record", real_record)
             done_before_crash = _batches(ca, "interrupted")
             assert len(done_before_crash) == 3  # batch 4 rolled back with its ledger row
             assert sum(r["rows_affected"] for r in done_before_crash) > 0

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from kbmigrate import backup, clients, db, drill
+from kbmigrate import db
+from kbmigrate.checks import backup, clients, drill
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT
 
 

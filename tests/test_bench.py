@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import numbers
 
-from kbmigrate import bench
+from kbmigrate.dev import bench
 from kbmigrate.conninfo import Target
 
 KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batched_over_single",

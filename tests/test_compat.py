@@ -7,7 +7,8 @@ import json
 import psycopg
 import pytest
 
-from kbmigrate import compat, db
+from kbmigrate import db
+from kbmigrate.dev import compat
 from kbmigrate.conninfo import Target
 from kbmigrate.paths import read_sql
 

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from kbmigrate import db, runner
+from kbmigrate import db
+from kbmigrate.run import runner
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT
 
 from conftest import drop, new_demo

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from kbmigrate import db, demo
+from kbmigrate import db
+from kbmigrate.dev import demo
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import BadParameter, NotADemoDatabase
 

@@ -7,7 +7,7 @@ import uuid
 
 import psycopg
 
-from kbmigrate.embedded import EmbeddedServer
+from kbmigrate.components.embedded import EmbeddedServer
 from kbmigrate.paths import STATE_DIR
 
 

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from kbmigrate import db, preflight, runner, smoke
+from kbmigrate import db
+from kbmigrate.checks import preflight, smoke
+from kbmigrate.run import runner
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.rls import acting_as
-from kbmigrate.steps import apply_step
+from kbmigrate.checks.rls import acting_as
+from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
 from oracle import fetch

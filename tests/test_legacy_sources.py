@@ -8,9 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kbmigrate import db, legacy
+from kbmigrate import db
+from kbmigrate.engine import legacy
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR
 
 from conftest import drop, new_demo, run_cli

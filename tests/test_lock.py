@@ -9,9 +9,9 @@ import time
 import pytest
 
 from kbmigrate.conninfo import Target
-from kbmigrate.lock import RunLocked, run_lock
-from kbmigrate.params import RunParams
-from kbmigrate import runner
+from kbmigrate.engine.lock import RunLocked, run_lock
+from kbmigrate.engine.params import RunParams
+from kbmigrate.run import runner
 
 from conftest import run_cli
 
@@ -28,7 +28,7 @@ def test_second_run_is_refused_naming_the_holder(small_demo: Target) -> None:
 
 
 def test_a_killed_holder_leaves_no_lock(small_demo: Target) -> None:
-    code = ("import sys, time; from kbmigrate.conninfo import resolve; from kbmigrate.lock import run_lock\n"
+    code = ("import sys, time; from kbmigrate.conninfo import resolve; from kbmigrate.engine.lock import run_lock\n"
             f"with run_lock(resolve({small_demo.conninfo!r}), 'doomed'):\n    print('locked', flush=True); time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -10,8 +10,8 @@ import pytest
 from kbmigrate import db
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import StepFailed
-from kbmigrate.params import RunParams
-from kbmigrate.steps import apply_step
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import jupytext
 
-from kbmigrate import db, notebooks
+from kbmigrate import db
+from kbmigrate.run import notebooks
 from kbmigrate.conninfo import Target
-from kbmigrate.plan import STEPS
+from kbmigrate.engine.plan import STEPS
 
 from conftest import drop, new_demo
 

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from kbmigrate import notebooks
-from kbmigrate.params import RunParams
+from kbmigrate.run import notebooks
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
-from kbmigrate.plan import STEPS
+from kbmigrate.engine.plan import STEPS
 
 from conftest import run_cli
 

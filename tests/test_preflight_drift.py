@@ -6,11 +6,12 @@ import hashlib
 
 import pytest
 
-from kbmigrate import db, preflight
+from kbmigrate import db
+from kbmigrate.checks import preflight
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR
-from kbmigrate.steps import apply_step
+from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
 from test_runbook import checksums

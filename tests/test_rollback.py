@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from kbmigrate import db, runner
+from kbmigrate import db
+from kbmigrate.run import runner
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.embedded import bin_dir
-from kbmigrate.params import RunParams
-from kbmigrate.rls import acting_as
-from kbmigrate.steps import apply_step
+from kbmigrate.components.embedded import bin_dir
+from kbmigrate.engine.params import RunParams
+from kbmigrate.checks.rls import acting_as
+from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo, run_cli
 from test_runbook import QUIET, checksums

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from kbmigrate import db, demo, runner
+from kbmigrate import db
+from kbmigrate.dev import demo
+from kbmigrate.run import runner
 from kbmigrate.conninfo import Target, known_secrets
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT, SQL_DIR
 
 from conftest import drop, new_demo, run_cli

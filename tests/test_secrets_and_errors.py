@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kbmigrate import db, runner
-from kbmigrate.backup import BACKUP_ROOT
+from kbmigrate import db
+from kbmigrate.run import runner
+from kbmigrate.checks.backup import BACKUP_ROOT
 from kbmigrate.conninfo import Target
 
 import supabase_server

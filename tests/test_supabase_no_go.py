@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from kbmigrate import db, pooler, preflight
+from kbmigrate import db
+from kbmigrate.checks import pooler, preflight
 from kbmigrate.conninfo import Target
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 
 import supabase_server
 from conftest import drop, new_demo, run_cli

@@ -9,10 +9,17 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
-from kbmigrate import __version__, compat, conninfo, db, demo, lock, notebooks, plan, revert, rollback, runner, summary
-from kbmigrate.embedded import EmbeddedServer, bin_dir
+from kbmigrate import __version__, conninfo, db
+from kbmigrate.checks import rollback
+from kbmigrate.engine import lock, plan, revert
+from kbmigrate.run import notebooks, runner, summary
+from kbmigrate.components.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, KbError
-from kbmigrate.params import RunParams
+from kbmigrate.paths import shown
+from kbmigrate.engine.params import RunParams
+
+
+SIZES = ["small", "medium", "large"]  # the demo's sizes (dev/demo.py; a test keeps the two alike)
 
 
 def _target_options() -> argparse.ArgumentParser:
@@ -63,6 +70,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 # -- compat -----------------------------------------------------------------------------------
 def cmd_compat(args: argparse.Namespace) -> int:
+    from kbmigrate.dev import compat  # development tooling: imported only by its own commands
+
     target = _target(args)
     with db.connect(target, autocommit=True) as conn:
         found = compat.install(conn)
@@ -77,6 +86,8 @@ def cmd_compat(args: argparse.Namespace) -> int:
 
 # -- demo-db ----------------------------------------------------------------------------------
 def cmd_demo_db(args: argparse.Namespace) -> int:
+    from kbmigrate.dev import demo  # development tooling: imported only by its own commands
+
     target = _target(args)
     report = demo.build(target, args.name, args.size, args.seed, progress=not args.no_progress)
     if args.json:
@@ -128,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           progress=not args.no_progress)
     folder = runner.RUNS_DIR / manifest["run_id"]
     print(summary.render(target, manifest))
-    print(f"run {manifest['run_id']} {manifest['status']}: evidence in {runner._rel(folder)}/")
+    print(f"run {manifest['run_id']} {manifest['status']}: evidence in {shown(folder)}/")
     return 0
 
 
@@ -142,7 +153,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                           extra={"rollback_of": args.run, "accept_loss": bool(args.accept_loss)},
                           progress=not args.no_progress)
     print(f"rollback of {args.run} {manifest['status']}: the database is back to its state at that run's backup; "
-          f"evidence in {runner._rel(runner.RUNS_DIR / manifest['run_id'])}/")
+          f"evidence in {shown(runner.RUNS_DIR / manifest['run_id'])}/")
     return 0
 
 
@@ -161,19 +172,19 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     steps = runner.select_steps(None, [args.step]) if args.step else [*plan.STEPS, "07_rollback"]
     for step in steps:
-        print(f"{step} ({runner._rel(notebooks.path(step))}):")
+        print(f"{step} ({shown(notebooks.path(step))}):")
         for p in notebooks.parameters(step):
             print(f"  {p['name']}: {p['type']} (default {p['default']})  {p['help']}")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from kbmigrate import bench
+    from kbmigrate.dev import bench
 
     target = conninfo.resolve(args.dsn, embedded=args.embedded or not args.dsn)
     results = bench.run(target, args.size, traffic_seconds=args.traffic_seconds)
     print((bench.BENCH_DIR / "results.md").read_text())
-    print(f"results: {runner._rel(bench.BENCH_DIR / 'results.json')}, chart: {runner._rel(bench.BENCH_DIR / 'results.png')}")
+    print(f"results: {shown(bench.BENCH_DIR / 'results.json')}, chart: {shown(bench.BENCH_DIR / 'results.png')}")
     return 0 if results else 1
 
 
@@ -198,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-db", parents=[target], help="build the demo database (the migration's 'before' state)",
                        description="Create (or replace) a demo database holding the before-state of SPEC.md, "
                                    "deterministically from a seed. Only a database made by demo-db is ever replaced.")
-    p.add_argument("--size", choices=list(demo.SIZES), default="small",
+    p.add_argument("--size", choices=SIZES, default="small",
                    help="small: seconds, for tests; medium: 100k KB rows; large: 1M KB rows, 10k workspaces, 50k users")
     p.add_argument("--seed", type=int, default=42, help="the same seed gives the same data (default: 42)")
     p.add_argument("--name", default="kbdemo", help="database to create on the target's server (default: kbdemo)")
@@ -250,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build (or reuse) the demo database of --size on the server (the embedded one "
                                    "unless --dsn), measure the backfill, RLS, concurrent traffic, the whole run and the "
                                    "backup on copies of it, and write bench/results.json, results.md and results.png.")
-    p.add_argument("--size", choices=list(demo.SIZES), default="large", help="dataset (default: large)")
+    p.add_argument("--size", choices=SIZES, default="large", help="dataset (default: large)")
     p.add_argument("--traffic-seconds", type=float, default=10.0, help="length of the idle-load baseline (default: 10)")
     p.set_defaults(func=cmd_bench)
 

@@ -119,10 +119,8 @@ def resolve(dsn: str | None = None, *, embedded: bool = False) -> Target:
             raise BadParameter(name="--dsn", reason="not a libpq connection string or postgresql:// URI") from None
         return Target(dsn, "dsn", known_secrets(dsn))
     if embedded:
-        from kbmigrate.embedded import EmbeddedServer
-
-        from kbmigrate.demo import DEFAULT_NAME
+        from kbmigrate.components.embedded import DEMO_DATABASE, EmbeddedServer
 
         server = EmbeddedServer().ensure_running()
-        return Target(server, "embedded", known_secrets()).with_database(DEFAULT_NAME)
+        return Target(server, "embedded", known_secrets()).with_database(DEMO_DATABASE)
     return Target("", "libpq", known_secrets())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
@@ -9,6 +10,9 @@ SQL_DIR: Path = REPO_ROOT / "sql"
 NOTEBOOK_DIR: Path = REPO_ROOT / "notebooks"
 STATE_DIR: Path = REPO_ROOT / ".kbmigrate"          # ignored by git: embedded server data
 EMBEDDED_DIR: Path = STATE_DIR / "embedded"
+# The evidence of runs and the backups (ignored by git); tests point them elsewhere.
+RUNS_DIR: Path = Path(os.environ.get("KBMIGRATE_RUNS_DIR") or REPO_ROOT / "runs")
+BACKUP_ROOT: Path = Path(os.environ.get("KBMIGRATE_BACKUPS_DIR") or REPO_ROOT / "backups")
 
 
 def sql_file(relative: str) -> Path:
@@ -21,3 +25,17 @@ def sql_file(relative: str) -> Path:
 
 def read_sql(relative: str) -> str:
     return sql_file(relative).read_text(encoding="utf-8")
+
+
+def shown(path: Path) -> str:
+    """A path as the evidence names it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def from_evidence(name: str) -> Path:
+    """The path a piece of evidence names (``shown``'s inverse)."""
+    path = Path(name)
+    return path if path.is_absolute() else REPO_ROOT / path

@@ -29,16 +29,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from kbmigrate import backup, clients, db
+from kbmigrate import db
+from kbmigrate.checks import backup, clients
 from kbmigrate.errors import DrillFailed
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.embedded import EmbeddedServer
-from kbmigrate.paths import REPO_ROOT
-
-
-def dump_path(info: dict[str, Any]) -> Path:
-    p = Path(info["path"])
-    return p if p.is_absolute() else REPO_ROOT / p
+from kbmigrate.components.embedded import EmbeddedServer
+from kbmigrate.paths import from_evidence
 
 
 def local_server() -> Target:
@@ -124,14 +120,14 @@ def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
         with db.connect(local.with_database(scratch), autocommit=True) as conn:
             stood_in = prepare(conn, refs)
             existing = {r["n"] for r in db.rows(conn, "select nspname as n from pg_namespace")}
-        listing, skipped = restore_list(pg_restore, dump_path(info), refs, existing)
+        listing, skipped = restore_list(pg_restore, from_evidence(info["path"]), refs, existing)
         with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
             fh.write(listing)
         try:
             env = {**os.environ, **libpq_env(local.with_database(scratch))}
             done = subprocess.run([str(pg_restore), "--exit-on-error", "--single-transaction", "--no-password",
                                    "--no-owner", "--no-privileges", "--use-list", fh.name, "--dbname", scratch,
-                                   str(dump_path(info))], env=env, capture_output=True, text=True)
+                                   str(from_evidence(info["path"]))], env=env, capture_output=True, text=True)
         finally:
             os.unlink(fh.name)
         if done.returncode != 0:

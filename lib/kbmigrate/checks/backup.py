@@ -23,13 +23,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from kbmigrate import clients, db, scope
+from kbmigrate import db
+from kbmigrate.checks import clients, scope
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BackupFailed
-from kbmigrate.params import RunParams
-from kbmigrate.paths import REPO_ROOT, read_sql
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import BACKUP_ROOT, read_sql, shown
 
-BACKUP_ROOT = Path(os.environ.get("KBMIGRATE_BACKUPS_DIR") or REPO_ROOT / "backups")
 
 
 def user_tables(conn: psycopg.Connection[Any], schemas: list[str]) -> list[tuple[str, str]]:
@@ -68,14 +68,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def shown(path: Path) -> str:
-    """A path as the evidence names it: relative to the repository when inside it."""
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:

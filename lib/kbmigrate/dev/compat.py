@@ -8,7 +8,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from kbmigrate import db
-from kbmigrate.scripts import run_file
+from kbmigrate.engine.transaction import run_file
 
 MARKER = "kbmigrate supabase compatibility layer"
 
@@ -30,5 +30,5 @@ def install(conn: psycopg.Connection[Any]) -> str:
     if not conn.autocommit:
         conn.commit()  # ends only the read transaction that state() opened
     if found == "absent":
-        run_file(conn, "compat/supabase.sql", statement_timeout="2min")
+        run_file(conn, "compat/supabase.sql")
     return found

@@ -14,13 +14,14 @@ from typing import Any
 import psycopg
 from tqdm import tqdm
 
-from kbmigrate import compat, db
+from kbmigrate import db
+from kbmigrate.dev import compat
+from kbmigrate.components.embedded import DEMO_DATABASE
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import BadParameter, NotADemoDatabase
-from kbmigrate.scripts import run_file
+from kbmigrate.engine.transaction import run_file
 
 MARKER_PREFIX = "kbmigrate demo database"
-DEFAULT_NAME = "kbdemo"  # the demo database; what --embedded connects to
 LEGACY_TABLES = ("legacy_icp_data", "legacy_product_data", "legacy_competitor_data", "legacy_persona_data")
 
 
@@ -91,7 +92,7 @@ def is_demo(admin: psycopg.Connection[Any], name: str) -> bool:
     return bool(comment and str(comment).startswith(MARKER_PREFIX))
 
 
-def build(target: Target, name: str = DEFAULT_NAME, size_name: str = "small", seed: int = 42,
+def build(target: Target, name: str = DEMO_DATABASE, size_name: str = "small", seed: int = 42,
           *, progress: bool = True) -> dict[str, Any]:
     """(Re)create database ``name`` on the target's server and fill it. Returns row counts.
 

@@ -43,7 +43,7 @@ def major_of(path: str) -> int | None:
 
 
 def candidates(program: str) -> list[Path]:
-    from kbmigrate.embedded import bin_dir
+    from kbmigrate.components.embedded import bin_dir
 
     folders: list[str] = []
     if os.environ.get("KBMIGRATE_PG_BINDIR"):

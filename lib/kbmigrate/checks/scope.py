@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from kbmigrate import db
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
 
 MIGRATION_SCHEMAS = ("kbmigrate", "kb_private", "public")

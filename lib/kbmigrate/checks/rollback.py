@@ -30,19 +30,19 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from kbmigrate import backup, changes, clients, db, ledger, scope
+from kbmigrate import db
+from kbmigrate.checks import backup, clients, scope
+from kbmigrate.engine import ledger
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import RollbackRefused, RollbackUndone
-from kbmigrate.params import RunParams
-from kbmigrate.paths import REPO_ROOT, read_sql
-from kbmigrate.scripts import begin_step
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR, from_evidence, read_sql
+from kbmigrate.engine import transaction
 
 KB_TABLES = ("knowledge_base", "knowledge_base_sections")
 
 
 def run_folder(run_id: str) -> Path:
-    from kbmigrate.runner import RUNS_DIR
-
     return RUNS_DIR / run_id
 
 
@@ -64,8 +64,7 @@ def load(run_id: str) -> dict[str, Any]:
 
 
 def dump_path(info: dict[str, Any]) -> Path:
-    p = Path(info["path"])
-    return p if p.is_absolute() else REPO_ROOT / p
+    return from_evidence(info["path"])
 
 
 def _tool(info: dict[str, Any], name: str) -> str:
@@ -213,7 +212,7 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
         copies = rows_loaded = 0
         try:
             with conn.transaction():
-                begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
+                transaction.begin(conn, params, settings)  # no lock retries: the restore stream cannot be replayed
                 conn.execute(read_sql("revert/rollback_prepare.sql"))
                 assert script.stdout is not None
                 for kind, text, data in script_parts(iter(script.stdout.readline, "")):
@@ -244,7 +243,7 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
                                   sql_sha256=backup.sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
                                   rows_affected=rows_loaded, outcome="applied", detail=detail)
         except (psycopg.Error, RollbackRefused) as exc:
-            why = exc.details["reason"] if isinstance(exc, RollbackRefused) else changes.error_text(exc) + _diag_detail(exc)
+            why = exc.details["reason"] if isinstance(exc, RollbackRefused) else transaction.error_text(exc) + _diag_detail(exc)
             raise RollbackUndone(reason=target.redact(why)) from None
         finally:
             if script.poll() is None:

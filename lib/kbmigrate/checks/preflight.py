@@ -14,11 +14,13 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import clients, db, ledger, plan, pooler, scope
+from kbmigrate import db
+from kbmigrate.checks import clients, pooler, scope
+from kbmigrate.engine import ledger, plan
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
-from kbmigrate.params import RunParams
-from kbmigrate.paths import read_sql
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import BACKUP_ROOT, read_sql
 
 MIN_SERVER = 150000  # PostgreSQL 15: ON DELETE SET NULL (column), security_invoker views
 
@@ -78,8 +80,6 @@ def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
 
 def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, long_tx_seconds: float = 60.0,
            backup_dir: Path | None = None) -> list[dict[str, str]]:
-    from kbmigrate.backup import BACKUP_ROOT
-
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
     rows.append(_row("connection", *pooler.own_session(target)))

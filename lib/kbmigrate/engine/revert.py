@@ -7,13 +7,13 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import ledger
-from kbmigrate.changes import error_text, with_lock_retries
+from kbmigrate.engine import ledger
 from kbmigrate.errors import BadParameter, StepFailed
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
-from kbmigrate.plan import Change, load, sha256_text
-from kbmigrate.scripts import begin_step
+from kbmigrate.engine.plan import Change, load, sha256_text
+from kbmigrate.engine import transaction
+from kbmigrate.engine.transaction import Done, error_text
 
 
 def revertible(params: RunParams) -> dict[str, Change]:
@@ -44,15 +44,11 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
         text = read_sql(change.revert)
         started = time.monotonic()
 
-        def attempt() -> int:
-            with conn.transaction():
-                begin_step(conn, params.lock_timeout, params.statement_timeout, change.settings())
-                rows = max(conn.execute(text).rowcount, 0)
-                ledger.record(conn, run_id=run_id, step=change.step, change=change.name,
-                              sql_sha256=sha256_text(text), rows_affected=rows, outcome="reverted")
-                return rows
+        def undo(text: str = text) -> Done:
+            return Done(max(conn.execute(text).rowcount, 0), "reverted")
         try:
-            with_lock_retries(params, "revert", change.name, attempt)
+            transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
+                                       sha=sha256_text(text), settings=change.settings(), work=undo)
         except psycopg.Error as exc:
             raise StepFailed(step="revert", change=change.name, reason=error_text(exc)) from None
         out.append({"change": change.name, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})

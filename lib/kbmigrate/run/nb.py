@@ -17,11 +17,12 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from kbmigrate import conninfo, db, ledger, lock
+from kbmigrate import conninfo, db
+from kbmigrate.engine import ledger, lock
 from kbmigrate.errors import CheckFailed
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.steps import apply_step
+from kbmigrate.engine.steps import apply_step
 
 PARAM_NAMES = tuple(RunParams().as_dict())
 

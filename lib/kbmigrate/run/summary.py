@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kbmigrate import db, ledger
+from kbmigrate import db
+from kbmigrate.engine import ledger
 from kbmigrate.conninfo import Target
 
 

@@ -16,8 +16,8 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.params import RunParams
-from kbmigrate.rls import acting_as, attempt
+from kbmigrate.engine.params import RunParams
+from kbmigrate.checks.rls import acting_as, attempt
 
 
 @dataclass(frozen=True)

@@ -22,15 +22,18 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import backfill, db, demo, runner
-from kbmigrate.changes import composed
+from kbmigrate import db
+from kbmigrate.dev import demo
+from kbmigrate.engine import backfill
+from kbmigrate.run import runner
+from kbmigrate.engine.apply import composed
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.embedded import bin_dir
-from kbmigrate.params import RunParams
+from kbmigrate.components.embedded import bin_dir
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT, read_sql
-from kbmigrate.plan import for_step, load
-from kbmigrate.rls import acting_as, claim
-from kbmigrate.steps import apply_step
+from kbmigrate.engine.plan import for_step, load
+from kbmigrate.checks.rls import acting_as, claim
+from kbmigrate.engine.steps import apply_step
 
 BENCH_DIR = Path(os.environ.get("KBMIGRATE_BENCH_DIR") or REPO_ROOT / "bench")
 
@@ -258,7 +261,7 @@ class Bench:
 
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.cells = [nbformat.v4.new_code_cell("from kbmigrate import nb\nkb = nb.start('00_preflight', globals())")]
+        nb.cells = [nbformat.v4.new_code_cell("from kbmigrate.run import nb\nkb = nb.start('00_preflight', globals())")]
         times = []
         with tempfile.TemporaryDirectory() as tmp, runner.kernel_environment(target):
             src = Path(tmp) / "t.ipynb"

@@ -6,10 +6,10 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate import backfill, changes
-from kbmigrate.changes import Outcome
-from kbmigrate.params import RunParams
-from kbmigrate.plan import for_step
+from kbmigrate.engine import apply, backfill
+from kbmigrate.engine.apply import Outcome
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.plan import for_step
 
 
 def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_id: str,
@@ -19,5 +19,5 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
         if change.has("batched"):
             done.append(backfill.run(conn, change, params, run_id, progress=progress))
         else:
-            done.append(changes.apply(conn, change, params, run_id))
+            done.append(apply.apply(conn, change, params, run_id))
     return done

@@ -14,13 +14,14 @@ from typing import Any
 import psycopg
 from tqdm import tqdm
 
-from kbmigrate import db, ledger
-from kbmigrate.changes import Outcome, error_text, record_failure, verify_passes, with_lock_retries
+from kbmigrate import db
+from kbmigrate.engine.apply import Outcome, record_failure, verify_passes
 from kbmigrate.errors import StepFailed
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.plan import Change
-from kbmigrate.scripts import begin_step
+from kbmigrate.engine.plan import Change
+from kbmigrate.engine import transaction
+from kbmigrate.engine.transaction import Done, error_text
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -40,25 +41,22 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
     after = ZERO_ID
     with tqdm(total=pending(conn), desc="backfill", unit="entry", disable=not progress) as bar:
         while True:
-            def attempt() -> dict[str, Any]:
-                t0 = time.monotonic()
-                with conn.transaction():
-                    begin_step(conn, params.lock_timeout, params.statement_timeout,
-                               {**settings, "kbmigrate.after_id": after})
-                    row = db.rows(conn, text)[0]
-                    detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
-                    detail["batch"] = totals["batches"] + 1
-                    changed = row["updated"] + row["newly_quarantined"]
-                    ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                                  rows_affected=row["updated"], outcome="applied" if changed else "noop",
-                                  detail=detail)
-                row["seconds"] = time.monotonic() - t0
-                return row
+            def batch() -> Done:
+                row = db.rows(conn, text)[0]
+                detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
+                detail["batch"] = totals["batches"] + 1
+                changed = row["updated"] + row["newly_quarantined"]
+                return Done(row["updated"], "applied" if changed else "noop", detail, value=row)
+
+            t0 = time.monotonic()
             try:
-                row = with_lock_retries(params, change.step, change.name, attempt)
+                row = transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
+                                                 sha=sha, settings={**settings, "kbmigrate.after_id": after},
+                                                 work=batch).value
             except psycopg.Error as exc:
-                record_failure(conn, run_id, change, sha, exc)
+                record_failure(conn, run_id, change, sha, exc, params)
                 raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
+            row["seconds"] = time.monotonic() - t0
             totals["batches"] += 1
             for key in ("scanned", "shared", "assigned", "quarantined", "updated"):
                 totals[key] += int(row[key])

@@ -1,9 +1,9 @@
 """Apply the plan's changes: verify first (already done -> no-op), deploy, verify, ledger.
 
-Each change runs in one transaction with lock_timeout and statement_timeout, and its ledger row
-is written in that same transaction. A lock that cannot be had in time is retried a bounded
-number of times with backoff. ``notx`` changes (CREATE INDEX CONCURRENTLY) run outside a
-transaction and are ledgered right after, in a transaction that re-runs their verify.
+Each change is one transaction of ``transaction.in_transaction`` (timeouts, bound settings,
+bounded lock retries, its ledger row in the same transaction). ``notx`` changes (CREATE INDEX
+CONCURRENTLY) run outside a transaction and are ledgered right after, in a transaction that
+re-runs their verify.
 """
 
 from __future__ import annotations
@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from kbmigrate import db, ledger
+from kbmigrate import db
+from kbmigrate.engine import ledger
 from kbmigrate.errors import StepFailed
-from kbmigrate.params import RunParams
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
-from kbmigrate.plan import Change
-from kbmigrate.scripts import begin_step
+from kbmigrate.engine.plan import Change
+from kbmigrate.engine import transaction
+from kbmigrate.engine.transaction import Done, error_text
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
 
@@ -50,10 +53,6 @@ def composed(change: Change, params: RunParams) -> str | sql.Composed:
     )
 
 
-def error_text(exc: psycopg.Error) -> str:
-    diag = getattr(exc, "diag", None)
-    primary = (diag.message_primary if diag else None) or str(exc).strip().splitlines()[0]
-    return primary
 
 
 def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunParams,
@@ -61,28 +60,13 @@ def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunPara
     """Run the change's verify script in a transaction that is always rolled back."""
     try:
         with conn.transaction(force_rollback=True):
-            begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
+            transaction.begin(conn, params, settings)
             conn.execute(read_sql(change.verify))
         return True, ""
     except psycopg.Error as exc:
         return False, error_text(exc)
 
 
-def with_lock_retries(params: RunParams, step: str, change: str, attempt_fn: Any) -> Any:
-    """Call ``attempt_fn`` again when it fails on lock_timeout, with backoff, a bounded number of times."""
-    delay = 0.2
-    for attempt in range(params.lock_retries + 1):
-        try:
-            return attempt_fn()
-        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-            if attempt == params.lock_retries:
-                raise StepFailed(step=step, change=change,
-                                 reason=f"could not get a lock within {params.lock_timeout} after "
-                                        f"{params.lock_retries + 1} tries ({error_text(exc)}); "
-                                        "find the blocking session (pg_stat_activity) and run again") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
 
 
 def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams) -> str | None:
@@ -104,48 +88,48 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     deploy = composed(change, params)
     sha = change.sha256()
 
-    def ledger_only(outcome: str, rows: int | None, detail: dict[str, Any]) -> Outcome:
+    def as_change(work: Callable[[], Done]) -> Done:
+        return transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
+                                          sha=sha, settings=settings, work=work)
+
+    def ledger_only(detail: dict[str, Any]) -> Outcome:
         if change.name != "ledger" and not ledger.exists(conn):
             raise StepFailed(step=change.step, change=change.name, reason="the ledger does not exist; run 02_schema first")
-        with conn.transaction():
-            ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                          rows_affected=rows, outcome=outcome, detail=detail)
-        return Outcome(change.name, outcome, rows, time.monotonic() - started, detail)
+        as_change(lambda: Done(0, "noop", detail))
+        return Outcome(change.name, "noop", 0, time.monotonic() - started, detail)
 
     reason = skip_reason(conn, change, params)
     if reason:
-        return ledger_only("noop", 0, {"skipped": reason})
-    done, _ = verify_passes(conn, change, params, settings)
-    if done:
+        return ledger_only({"skipped": reason})
+    already, _ = verify_passes(conn, change, params, settings)
+    if already:
         detail: dict[str, Any] = {"already": "verify passed before deploy"}
         if params.accept_changed_sql:
             edited = ledger.drift(conn, {change.name: sha})
             if edited:
                 detail["accepted_sql_change"] = {"applied_with": edited[0]["applied_with"], "file_now": sha}
-        return ledger_only("noop", 0, detail)
+        return ledger_only(detail)
+
+    def deploy_and_verify() -> Done:
+        count = conn.execute(deploy).rowcount
+        conn.execute(read_sql(change.verify))
+        return Done(max(count, 0))
+
+    def verify_after_notx() -> Done:
+        conn.execute(read_sql(change.verify))
+        return Done(0, detail={"notx": True})
 
     try:
-        if change.has("notx"):
-            rows = with_lock_retries(params, change.step, change.name, lambda: _deploy_notx(conn, change, params, deploy))
-            with conn.transaction():
-                begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
-                conn.execute(read_sql(change.verify))
-                ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                              rows_affected=rows, outcome="applied", detail={"notx": True})
+        if change.has("notx"):  # outside a transaction; ledgered right after, with its verify
+            transaction.with_lock_retries(params, change.step, change.name,
+                                          lambda: _deploy_notx(conn, change, params, deploy))
+            done = as_change(verify_after_notx)
         else:
-            def attempt() -> int:
-                with conn.transaction():
-                    begin_step(conn, params.lock_timeout, params.statement_timeout, settings)
-                    count = conn.execute(deploy).rowcount
-                    conn.execute(read_sql(change.verify))
-                    ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                                  rows_affected=max(count, 0), outcome="applied")
-                    return max(count, 0)
-            rows = with_lock_retries(params, change.step, change.name, attempt)
+            done = as_change(deploy_and_verify)
     except psycopg.Error as exc:
-        record_failure(conn, run_id, change, sha, exc)
+        record_failure(conn, run_id, change, sha, exc, params)
         raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
-    return Outcome(change.name, "applied", rows, time.monotonic() - started)
+    return Outcome(change.name, "applied", done.rows, time.monotonic() - started)
 
 
 def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParams,
@@ -168,13 +152,15 @@ def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParam
     return 0
 
 
-def record_failure(conn: psycopg.Connection[Any], run_id: str, change: Change, sha: str, exc: psycopg.Error) -> None:
+def record_failure(conn: psycopg.Connection[Any], run_id: str, change: Change, sha: str, exc: psycopg.Error,
+                   params: RunParams) -> None:
     """Best effort, in a transaction of its own: the failed change itself was rolled back."""
     try:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
         if ledger.exists(conn):
             with conn.transaction():
+                transaction.begin(conn, params)
                 ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
                               rows_affected=None, outcome="failed",
                               detail={"sqlstate": getattr(exc, "sqlstate", None), "error": error_text(exc)})

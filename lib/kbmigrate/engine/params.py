@@ -51,7 +51,7 @@ class RunParams:
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
         self.sections()
-        from kbmigrate import legacy  # the legacy sources file, read now so a bad one is refused before connecting
+        from kbmigrate.engine import legacy  # the legacy sources file, read now so a bad one is refused before connecting
 
         legacy.read(self.legacy_sources_path())
         return self

@@ -26,15 +26,16 @@ from jupyter_client.manager import KernelManager
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from kbmigrate import db, errors, notebooks, plan, pooler
-from kbmigrate.backup import BACKUP_ROOT
+from kbmigrate import db, errors
+from kbmigrate.checks import pooler
+from kbmigrate.engine import plan
+from kbmigrate.run import notebooks
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
-from kbmigrate.lock import run_lock
-from kbmigrate.params import RunParams
-from kbmigrate.paths import NOTEBOOK_DIR, REPO_ROOT
+from kbmigrate.engine.lock import run_lock
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, REPO_ROOT, RUNS_DIR, shown
 
-RUNS_DIR = Path(os.environ.get("KBMIGRATE_RUNS_DIR") or REPO_ROOT / "runs")
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
 
@@ -69,14 +70,6 @@ class IpcKernelManager(KernelManager):
         super().cleanup_resources(restart=restart)
         if not restart:
             shutil.rmtree(self._socket_folder, ignore_errors=True)
-
-
-def _rel(path: Path) -> str:
-    """A path as the evidence names it: relative to the repository when inside it."""
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def new_run_id() -> str:
@@ -169,7 +162,7 @@ def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
     if any(s and len(s) >= 4 and s in text for s in secrets):
         path.unlink()
-        raise SecretInArtifact(path=_rel(path))
+        raise SecretInArtifact(path=shown(path))
 
 
 def _failure_reason(exc: PapermillExecutionError) -> str:
@@ -215,7 +208,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target):
         for step in steps:
             out = folder / f"{step}.ipynb"
-            entry: dict[str, Any] = {"notebook": _rel(out), "status": "running", "start": utc_now()}
+            entry: dict[str, Any] = {"notebook": shown(out), "status": "running", "start": utc_now()}
             manifest["steps"].append(entry)
             t0 = time.monotonic()
             echo(f"▶ {step} …")
@@ -229,11 +222,11 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             except PapermillExecutionError as exc:
                 entry["status"] = "failed"
                 entry["error"] = target.redact(_failure_reason(exc))
-                failure = RunFailed(step=step, reason=entry["error"], evidence=_rel(out))
+                failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
             except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
                 entry["status"] = "failed"
                 entry["error"] = target.redact(f"the notebook kernel failed: {exc}")
-                failure = RunFailed(step=step, reason=entry["error"], evidence=_rel(out))
+                failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
             entry["end"] = utc_now()
             entry["seconds"] = round(time.monotonic() - t0, 2)
             if out.exists():
@@ -258,7 +251,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
 def write_manifest(folder: Path, manifest: dict[str, Any], target: Target) -> None:
     text = json.dumps(manifest, indent=2, default=str)
     if any(s and len(s) >= 4 and s in text for s in target.secrets):
-        raise SecretInArtifact(path=_rel(folder / "manifest.json"))
+        raise SecretInArtifact(path=shown(folder / "manifest.json"))
     tmp = folder / "manifest.json.tmp"
     tmp.write_text(text)
     tmp.replace(folder / "manifest.json")

@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbmigrate import legacy
-from kbmigrate.params import RunParams
+from kbmigrate.engine import legacy
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
 
 STEPS: tuple[str, ...] = (

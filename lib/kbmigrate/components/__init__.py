@@ -1,0 +1,1 @@
+"""Components the tool runs beside the target: the embedded PostgreSQL server."""
