@@ -14,7 +14,7 @@ from kbmigrate.paths import SQL_DIR
 from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
-from test_runbook import checksums
+from test_runbook import assert_untouched, checksums
 
 DRIFT = [
     ("kb without created_by", "alter table knowledge_base drop column created_by", RunParams(),
@@ -51,9 +51,7 @@ def test_drift_is_a_no_go(server: Target, case: str, ddl: str, params: RunParams
         row = next(r for r in rows if r["check"] == check)
         assert row["status"] == "NO-GO" and detail in row["detail"], row
         assert not preflight.go(rows)
-        assert checksums(target) == before
-        with db.connect(target) as conn:
-            assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
+        assert_untouched(target, before)
     finally:
         drop(server, target)
 

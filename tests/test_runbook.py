@@ -44,6 +44,13 @@ def checksums(target: Target) -> dict[str, str]:
                              .format(sql.Identifier("public", t))) for t in tables}
 
 
+def assert_untouched(target: Target, before: dict[str, str]) -> None:
+    """A refusal changed nothing: every public table as it was, and no trace of the tool (not even its ledger)."""
+    assert checksums(target) == before
+    with db.connect(target) as conn:
+        assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
+
+
 @pytest.fixture(scope="module")
 def migrated(server: Target) -> Any:
     target = new_demo(server, "kbt_run")

@@ -24,7 +24,7 @@ from kbmigrate.engine.params import RunParams
 
 import supabase_server
 from conftest import drop, new_demo, run_cli
-from test_runbook import checksums
+from test_runbook import assert_untouched, checksums
 
 
 def _free_port() -> int:
@@ -109,9 +109,7 @@ def test_a_transaction_mode_pooler_is_a_no_go_before_anything_changes(demo: Targ
     done = run_cli("run", "--dsn", transaction_pooler.conninfo, "--no-progress", "--run-id", f"t-pool-{uuid.uuid4().hex[:6]}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.startswith("kbmigrate: NO-GO on ") and "transaction-mode pooler" in done.stderr, done.stderr
-    assert checksums(demo) == before
-    with db.connect(demo) as conn:
-        assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
+    assert_untouched(demo, before)
 
 
 def test_an_auth_uid_that_ignores_the_apis_claims_is_a_no_go(server: Target) -> None:
@@ -125,9 +123,7 @@ def test_an_auth_uid_that_ignores_the_apis_claims_is_a_no_go(server: Target) -> 
         done = run_cli("run", "--dsn", target.conninfo, "--no-progress", "--run-id", f"t-uid-{uuid.uuid4().hex[:6]}")
         assert done.returncode != 0 and "Traceback" not in done.stderr
         assert "preflight says NO-GO" in done.stderr and "auth.uid()" in done.stderr, done.stderr
-        assert checksums(target) == before
-        with db.connect(target) as conn:
-            assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
+        assert_untouched(target, before)
     finally:
         drop(server, target)
 

@@ -1,5 +1,11 @@
 -- Foreign keys are added NOT VALID (no scan of existing rows under a strong lock) and
 -- validated by the next change, which only takes SHARE UPDATE EXCLUSIVE.
+-- The strongest lock this change needs is taken first, once: adding the foreign keys takes SHARE
+-- ROW EXCLUSIVE, the check constraints ACCESS EXCLUSIVE, and upgrading from one to the other in
+-- the middle of the transaction deadlocks with any application transaction that reads the table
+-- and then writes it (found by kbmigrate bench's concurrent load). Adding NOT VALID constraints
+-- only touches the catalog: the lock is held for milliseconds, under lock_timeout.
+lock table public.knowledge_base in access exclusive mode;
 do $$
 begin
   if not exists (select 1 from pg_constraint where conrelid = 'public.knowledge_base'::regclass

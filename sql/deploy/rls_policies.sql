@@ -4,6 +4,9 @@
 --   not shared) by none; moving a row into a workspace one is not a member of is refused.
 -- anon gets no policy, so sees nothing. service_role bypasses RLS. Policies are dropped and
 -- created again so a re-run leaves exactly these.
+-- The strongest lock first, once, on both tables (as kb_constraints does): no lock upgrade in the
+-- middle of the transaction to deadlock with the application's read-then-write transactions.
+lock table public.knowledge_base, public.knowledge_base_sections in access exclusive mode;
 alter table public.knowledge_base enable row level security;
 alter table public.knowledge_base_sections enable row level security;
 

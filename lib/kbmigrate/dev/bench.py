@@ -243,7 +243,8 @@ class Bench:
                     var = f"v_{change.name}_{name.replace('.', '_')}"
                     lines.append(f"select set_config('{name}', :'{var}', false);")
                     variables += ["-v", f"{var}={value}"]
-                lines.append(f"\\i {path}")
+                # each change in a transaction of its own, as the runner applies it (but CONCURRENTLY)
+                lines.append(f"\\i {path}" if change.has("notx") else f"begin;\n\\i {path}\ncommit;")
             script = Path(tmp) / "all.sql"
             script.write_text("\n".join(lines) + "\n")
             for name, value in params.settings("bench-psql").items():
