@@ -14,8 +14,8 @@ from kbmigrate.checks import rollback
 from kbmigrate.engine import lock, plan, revert
 from kbmigrate.run import notebooks, runner, summary
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
-from kbmigrate.errors import BadParameter, KbError
-from kbmigrate.paths import shown
+from kbmigrate.errors import BadParameter, EvidenceBroken, KbError, NoSuchRun
+from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.engine.params import RunParams
 
 
@@ -178,6 +178,51 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_target(args: argparse.Namespace, record: dict[str, object]) -> conninfo.Target:
+    """The database a run was made on, as its manifest names it, unless --dsn or --embedded say otherwise."""
+    if args.dsn or args.embedded:
+        return _target(args)
+    where = record["target"]
+    assert isinstance(where, dict)
+    if where.get("source") == "embedded":
+        return conninfo.resolve(embedded=True).with_database(str(where["database"]))
+    dsn = " ".join(f"{k}={where[v]}" for k, v in (("host", "host"), ("port", "port"), ("dbname", "database"),
+                                                   ("user", "user")) if where.get(v))
+    return conninfo.resolve(dsn)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from kbmigrate.run import manifest, verify
+
+    if not (RUNS_DIR / args.run / "manifest.json").exists():
+        raise NoSuchRun(run=args.run, folder=shown(RUNS_DIR))
+    target = _run_target(args, manifest.load(args.run))
+    with db.connect(target, autocommit=True, application_name="kbmigrate verify") as conn:
+        checks = verify.verify(conn, args.run)
+    bad = next((c for c in checks if not c.ok), None)
+    if bad:
+        raise EvidenceBroken(run=args.run, what=bad.what, detail=bad.detail)
+    runs = len({c.what.split()[-1] for c in checks if c.what.startswith("manifest of")})
+    print(f"run {args.run} verifies: {len(checks)} checks on its files and seal, and the chain of "
+          f"{max(runs, 1)} run(s) back to the first on {target.label}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from kbmigrate.run import history
+
+    target = _target(args)
+    with db.connect(target, autocommit=True, application_name="kbmigrate runs") as conn:
+        rows = history.runs(conn)
+    if not rows:
+        print(f"no kbmigrate runs recorded for {target.label}")
+        return 0
+    print(f"runs on {target.label}, newest first:")
+    for r in rows:
+        print(f"  {r['run_id']:<30} {r['started_at'] or '?':<21} {r['status']:<12} {r['what']}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from kbmigrate.dev import bench
 
@@ -250,6 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("change", metavar="CHANGE", help="what to undo")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
     p.set_defaults(func=cmd_revert)
+
+    p = sub.add_parser("verify", parents=[target], help="check a run's evidence: file hashes, its seal, the chain behind it",
+                       description="Recompute the sha256 of every notebook, the report, the SQL files as run and the "
+                                   "backup of run RUN against its manifest; check the manifest against the seal in the "
+                                   "database's ledger, and each run's record of the previous one, back to the first. "
+                                   "Connects to the run's own database (as its manifest names it) unless --dsn or "
+                                   "--embedded. Exit 0 when everything verifies; otherwise one line naming the first "
+                                   "mismatch.")
+    p.add_argument("run", metavar="RUN", help="the run id (a folder under runs/)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("runs", parents=[target], help="list the runs of the target database, newest first",
+                       description="Every run the database's ledger knows and every run folder made on it, newest "
+                                   "first, with its status and what it did.")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("params", help="list the runbook's parameters (-p NAME=VALUE), with their defaults and help",
                        description="The parameters cell of each notebook as papermill reads it: name, type, default, "

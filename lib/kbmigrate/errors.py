@@ -104,3 +104,11 @@ def names() -> frozenset[str]:
         todo.extend(cls.__subclasses__())
     return frozenset(found)
 
+
+
+class EvidenceBroken(KbError):
+    """The evidence of run {run} does not verify: {what}: {detail}. Find out who changed it; do not trust this run's record."""
+
+
+class NoSuchRun(KbError):
+    """No run {run} in {folder}. 'kbmigrate runs' lists the runs of a database."""

@@ -8,13 +8,11 @@ no secret is ever a notebook parameter. The first failed step stops the run.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import secrets as pysecrets
 import shutil
-import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,12 +27,12 @@ from papermill.exceptions import PapermillExecutionError
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import plan
-from kbmigrate.run import notebooks
+from kbmigrate.run import manifest, notebooks
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, REPO_ROOT, RUNS_DIR, shown
+from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, RUNS_DIR, shown
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
@@ -76,17 +74,10 @@ def new_run_id() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def git_commit() -> str | None:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def select_steps(from_step: str | None, only: list[str] | None) -> list[str]:
@@ -187,29 +178,40 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
     ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
     if not ok:
         raise NoGo(target=target.label, reason=detail)
-    with db.connect(target, autocommit=True) as conn:
-        manifest: dict[str, Any] = {
-            "run_id": run_id, "started_at": utc_now(), "ended_at": None, "status": "running",
-            "target": {"host": conn.info.host, "port": conn.info.port, "database": conn.info.dbname,
-                       "user": conn.info.user, "source": target.source},
-            "server_version": db.server_version(conn), "git_commit": git_commit(),
-            "parameters": {**params.as_dict(), **(extra or {})}, "steps": [], "sql_files": plan.sql_files_used(),
-        }
-    with run_lock(target, f"run {run_id}"):
+    with run_lock(target, f"run {run_id}"), private_files():
+        with db.connect(target, autocommit=True) as conn:
+            record = manifest.new(run_id, conn, target, params, extra or {})
+        record["sql_files"] = plan.sql_files_used()
         folder.mkdir(parents=True)
-        write_manifest(folder, manifest, target)
-        return _execute(target, params, run_id, steps, folder, manifest, progress, echo, extra or {})
+        manifest.keep_sql(folder, record["sql_files"])
+        manifest.write(folder, record, target)
+        try:
+            return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
+        finally:
+            with db.connect(target, autocommit=True, application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
+                manifest.seal(conn, folder, record)
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Everything a run writes is its operator's only: folders 0700, files 0600 (the evidence
+    holds titles and emails, as the dump does)."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
-             manifest: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
+             record: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
     failure: RunFailed | None = None
     kernels = type("RunKernelManager", (IpcKernelManager,), {"log_path": folder / "kernels.log"})
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target):
         for step in steps:
             out = folder / f"{step}.ipynb"
-            entry: dict[str, Any] = {"notebook": shown(out), "status": "running", "start": utc_now()}
-            manifest["steps"].append(entry)
+            entry: dict[str, Any] = {"notebook": shown(out), "status": "running", "start": manifest.utc_now()}
+            record["steps"].append(entry)
             t0 = time.monotonic()
             echo(f"▶ {step} …")
             try:
@@ -227,32 +229,25 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
                 entry["status"] = "failed"
                 entry["error"] = target.redact(f"the notebook kernel failed: {exc}")
                 failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
-            entry["end"] = utc_now()
+            entry["end"] = manifest.utc_now()
             entry["seconds"] = round(time.monotonic() - t0, 2)
             if out.exists():
                 scan_for_secrets(out, target.secrets)
-                entry["sha256"] = sha256_file(out)
+                entry["sha256"] = manifest.sha256_file(out)
             echo(f"  {entry['status']} in {entry['seconds']} s → {entry['notebook']}")
             backup = BACKUP_ROOT / run_id / "backup.json"
             if backup.exists():
-                manifest["backup"] = json.loads(backup.read_text())
-            write_manifest(folder, manifest, target)
+                record["backup"] = json.loads(backup.read_text())
+            manifest.write(folder, record, target)
             if failure:
                 break
     tidy_log(folder / "kernels.log", target)
-    manifest["ended_at"] = utc_now()
-    manifest["status"] = "failed" if failure else "succeeded"
-    write_manifest(folder, manifest, target)
+    record["ended_at"] = manifest.utc_now()
+    record["status"] = "failed" if failure else "succeeded"
+    manifest.write(folder, record, target)
     if failure:
         raise failure
-    return manifest
+    return record
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any], target: Target) -> None:
-    text = json.dumps(manifest, indent=2, default=str)
-    if any(s and len(s) >= 4 and s in text for s in target.secrets):
-        raise SecretInArtifact(path=shown(folder / "manifest.json"))
-    tmp = folder / "manifest.json.tmp"
-    tmp.write_text(text)
-    tmp.replace(folder / "manifest.json")
 

@@ -14,7 +14,7 @@ def render(target: Target, manifest: dict[str, Any]) -> str:
     for s in manifest["steps"]:
         lines.append(f"  {s['notebook'].rsplit('/', 1)[-1]:<28} {s['status']:<10} {s.get('seconds', 0):>7.1f} s")
     with db.connect(target, autocommit=True) as conn:
-        rows = ledger.for_run(conn, manifest["run_id"])
+        rows = [r for r in ledger.for_run(conn, manifest["run_id"]) if r["step"] != "run"]  # not the seal
         if rows:
             applied = [r for r in rows if r["outcome"] == "applied"]
             noop = [r for r in rows if r["outcome"] == "noop"]

@@ -1,0 +1,64 @@
+"""``kbmigrate runs``: the runs of one database, newest first, from its ledger and the run folders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+
+from kbmigrate import db
+from kbmigrate.engine import ledger
+from kbmigrate.paths import RUNS_DIR
+from kbmigrate.run.manifest import SEAL_STEP
+
+
+def _folders(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    here = (conn.info.host, int(conn.info.port), conn.info.dbname)
+    out = {}
+    for path in RUNS_DIR.glob("*/manifest.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            t = record["target"]
+            if (t["host"], int(t["port"]), t["database"]) == here:
+                out[record["run_id"]] = record
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def _what(record: dict[str, Any] | None, rows: dict[str, Any] | None) -> str:
+    parts = []
+    if record:
+        steps = [s["notebook"].rsplit("/", 1)[-1].split("_", 1)[0] for s in record.get("steps", [])]
+        if record.get("parameters", {}).get("rollback_of"):
+            parts.append(f"rollback of {record['parameters']['rollback_of']}")
+        elif steps:
+            parts.append(f"steps {steps[0]}-{steps[-1]}" if len(steps) > 1 else f"step {steps[0]}")
+    if rows:
+        counts = [f"{rows[k]} {k}" for k in ("applied", "noop", "reverted", "failed") if rows[k]]
+        parts.append("ledger: " + ", ".join(counts))
+    if record is None:
+        parts.append("no run folder here")
+    return "; ".join(parts) or "-"
+
+
+def runs(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+    folders = _folders(conn)
+    in_ledger: dict[str, dict[str, Any]] = {}
+    if ledger.exists(conn):
+        for r in db.rows(conn, """
+                select run_id, min(applied_at) as first_at,
+                       count(*) filter (where outcome = 'applied') as applied,
+                       count(*) filter (where outcome = 'noop') as noop,
+                       count(*) filter (where outcome = 'reverted') as reverted,
+                       count(*) filter (where outcome = 'failed') as failed
+                from kbmigrate.ledger where step <> %s group by run_id""", (SEAL_STEP,)):
+            in_ledger[r["run_id"]] = r
+    out = []
+    for run_id in set(folders) | set(in_ledger):
+        record, rows = folders.get(run_id), in_ledger.get(run_id)
+        started = record["started_at"] if record else rows["first_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append({"run_id": run_id, "started_at": started, "status": record["status"] if record else "?",
+                    "what": _what(record, rows)})
+    return sorted(out, key=lambda r: (r["started_at"] or "", r["run_id"]), reverse=True)

@@ -1,0 +1,131 @@
+"""The manifest of a run (``runs/<id>/manifest.json``): what ran, on what, by whom, with which
+code, and the hashes that let anyone check the folder later (``kbmigrate verify``).
+
+**The seal.** Each manifest names the previous run's manifest on the same database (its run id
+and sha256), and when a run ends, its manifest's sha256 is written to the database's ledger
+(step ``run``, change ``manifest``). So a run folder cannot be edited or deleted without breaking
+a link that the next run, or the database, still holds. A run that changed nothing (no ledger
+yet, e.g. a NO-GO preflight) is not sealed in the database; its files are still hashed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from kbmigrate import __version__, db
+from kbmigrate.checks import clients
+from kbmigrate.conninfo import Target
+from kbmigrate.engine import ledger
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine import transaction
+from kbmigrate.errors import ClientMissing, SecretInArtifact
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR, SQL_DIR, shown
+
+SEAL_STEP, SEAL_CHANGE = "run", "manifest"
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def operator() -> dict[str, str]:
+    """Who ran it, from where: the OS user and host (never a secret)."""
+    return {"os_user": getpass.getuser(), "host": socket.gethostname()}
+
+
+def code() -> dict[str, Any]:
+    """Which code ran: the kbmigrate version, the git commit, and whether the checkout differed from
+    it (with the sha256 of every tracked file that did)."""
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    commit = (git("rev-parse", "HEAD") or "").strip() or None
+    changed: dict[str, str | None] = {}
+    for line in (git("status", "--porcelain", "--untracked-files=no") or "").splitlines():
+        name = line[3:].split(" -> ")[-1]
+        path = REPO_ROOT / name
+        changed[name] = sha256_file(path) if path.is_file() else None  # None: deleted
+    return {"kbmigrate_version": __version__, "git_commit": commit, "dirty": bool(changed), "changed_files": changed}
+
+
+def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunParams,
+        extra: dict[str, Any], *, status: str = "running") -> dict[str, Any]:
+    major = int(db.scalar(conn, "show server_version_num")) // 10000
+    try:
+        pg_dump = clients.version_line(clients.find("pg_dump", major))
+    except ClientMissing as exc:
+        pg_dump = exc.message
+    return {
+        "run_id": run_id, "started_at": utc_now(), "ended_at": None, "status": status,
+        "operator": operator(),
+        "target": {"host": conn.info.host, "port": conn.info.port, "database": conn.info.dbname,
+                   "user": conn.info.user, "source": target.source},
+        "server_version": db.server_version(conn), "pg_dump_version": pg_dump, "code": code(),
+        "parameters": {**params.as_dict(), **extra}, "steps": [],
+        "previous": previous(conn),
+    }
+
+
+def previous(conn: psycopg.Connection[Any]) -> dict[str, str] | None:
+    """The run sealed last on this database: its run id and manifest sha256 (None: the first)."""
+    if not ledger.exists(conn):
+        return None
+    rows = db.rows(conn, "select run_id, sql_sha256 as manifest_sha256 from kbmigrate.ledger "
+                         "where step = %s and change = %s order by id desc limit 1", (SEAL_STEP, SEAL_CHANGE))
+    return rows[0] if rows else None
+
+
+def keep_sql(folder: Path, files: dict[str, str]) -> None:
+    """Copies of the SQL files (and data) the run used, beside its notebooks: the evidence holds
+    the code that ran, whatever the repository holds later."""
+    for rel in files:
+        dest = folder / "sql" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SQL_DIR / rel, dest)
+
+
+def write(folder: Path, manifest: dict[str, Any], target: Target) -> None:
+    text = json.dumps(manifest, indent=2, default=str)
+    if any(s and len(s) >= 4 and s in text for s in target.secrets):
+        raise SecretInArtifact(path=shown(folder / "manifest.json"))
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.replace(folder / "manifest.json")
+
+
+def seal(conn: psycopg.Connection[Any], folder: Path, manifest: dict[str, Any]) -> str | None:
+    """Write the final manifest's sha256 to the ledger (when the database has one); returns it."""
+    digest = sha256_file(folder / "manifest.json")
+    if not ledger.exists(conn):
+        return None
+    params = RunParams()
+    with conn.transaction():
+        transaction.begin(conn, params)
+        ledger.record(conn, run_id=manifest["run_id"], step=SEAL_STEP, change=SEAL_CHANGE, sql_sha256=digest,
+                      rows_affected=None, outcome="noop",
+                      detail={"status": manifest["status"], "previous": manifest.get("previous")})
+    return digest
+
+
+def load(run_id: str) -> dict[str, Any]:
+    return json.loads((RUNS_DIR / run_id / "manifest.json").read_text(encoding="utf-8"))

@@ -1,0 +1,112 @@
+"""Evidence that proves itself: every run folder verifies, and editing a notebook, a manifest or a
+ledger row, or deleting a run, is caught by `kbmigrate verify`, naming what broke. The record names
+the operator and the code; run folders are private."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import socket
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import RUNS_DIR
+from kbmigrate.run import runner
+
+from conftest import drop, new_demo, run_cli
+from test_runbook import QUIET
+
+
+@pytest.fixture(scope="module")
+def two_runs(server: Target) -> Iterator[tuple[Target, str, str]]:
+    target = new_demo(server, "kbt_evidence")
+    first, second = f"t-ev1-{uuid.uuid4().hex[:6]}", f"t-ev2-{uuid.uuid4().hex[:6]}"
+    runner.run(target, RunParams(), run_id=first, **QUIET)
+    runner.run(target, RunParams(), run_id=second, **QUIET)  # the re-run: a no-op, sealed after the first
+    yield target, first, second
+    drop(server, target)
+
+
+def _verify(target: Target, run_id: str) -> Any:
+    return run_cli("verify", run_id, "--dsn", target.conninfo)
+
+
+def test_the_record_names_people_code_and_the_chain(two_runs: Any) -> None:
+    target, first, second = two_runs
+    one, two = (json.loads((RUNS_DIR / r / "manifest.json").read_text()) for r in (first, second))
+    assert one["operator"] == two["operator"] == {"os_user": getpass.getuser(), "host": socket.gethostname()}
+    assert one["code"]["kbmigrate_version"] and len(one["code"]["git_commit"] or "") == 40
+    assert isinstance(one["code"]["dirty"], bool) and one["code"]["dirty"] == bool(one["code"]["changed_files"])
+    assert "pg_dump" in one["pg_dump_version"] and one["server_version"]
+    assert two["previous"]["run_id"] == first
+    for run_id in (first, second):
+        folder = RUNS_DIR / run_id
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.rglob("*") if p.is_file())
+        assert (folder / "sql" / "deploy" / "kb_columns.sql").is_file()
+    done = _verify(target, second)
+    assert done.returncode == 0 and "chain of 2 run(s)" in done.stdout, done.stdout + done.stderr
+    listed = run_cli("runs", "--dsn", target.conninfo)
+    assert listed.returncode == 0 and listed.stdout.index(second) < listed.stdout.index(first)
+
+
+def _broken(target: Target, run_id: str, expect: str) -> None:
+    done = _verify(target, run_id)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert done.stderr.startswith(f"kbmigrate: The evidence of run {run_id} does not verify") and expect in done.stderr, done.stderr
+
+
+def test_an_edited_notebook_is_caught(two_runs: Any) -> None:
+    target, _, second = two_runs
+    path = RUNS_DIR / second / "03_backfill.ipynb"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"quarantined", b"quarantinee", 1))
+        _broken(target, second, "03_backfill.ipynb")
+    finally:
+        path.write_bytes(original)
+    assert _verify(target, second).returncode == 0
+
+
+def test_an_edited_manifest_is_caught(two_runs: Any) -> None:
+    target, first, second = two_runs
+    path = RUNS_DIR / first / "manifest.json"
+    original = path.read_bytes()
+    try:
+        record = json.loads(original)
+        record["operator"]["os_user"] = "somebody-else"
+        path.write_text(json.dumps(record, indent=2))
+        _broken(target, second, f"manifest of {first}")
+    finally:
+        path.write_bytes(original)
+
+
+def test_an_edited_ledger_row_is_caught(two_runs: Any) -> None:
+    target, first, second = two_runs
+    with db.connect(target, autocommit=True) as conn:
+        seal = db.scalar(conn, "select sql_sha256 from kbmigrate.ledger where run_id = %s and step = 'run'", (first,))
+        conn.execute("update kbmigrate.ledger set sql_sha256 = %s where run_id = %s and step = 'run'", ("0" * 64, first))
+        try:
+            _broken(target, second, "the ledger says " + "0" * 64)
+        finally:
+            conn.execute("update kbmigrate.ledger set sql_sha256 = %s where run_id = %s and step = 'run'", (seal, first))
+
+
+def test_a_deleted_run_is_caught(two_runs: Any, tmp_path: Path) -> None:
+    target, first, second = two_runs
+    moved = tmp_path / first
+    shutil.move(str(RUNS_DIR / first), moved)
+    try:
+        _broken(target, second, f"run {first}")
+    finally:
+        shutil.move(str(moved), RUNS_DIR / first)
+    assert _verify(target, second).returncode == 0
