@@ -208,6 +208,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from kbmigrate.run import manifest, report
+
+    if not (RUNS_DIR / args.run / "manifest.json").exists():
+        raise NoSuchRun(run=args.run, folder=shown(RUNS_DIR))
+    recorded = manifest.load(args.run).get("report")
+    built = report.build(args.run)
+    if recorded and recorded["sha256"] == built["sha256"]:
+        print(f"{built['path']} rebuilt: identical to the one the run recorded (sha256 {built['sha256']})")
+    elif recorded:
+        print(f"{built['path']} rebuilt; it differs from the one the run recorded (sha256 {recorded['sha256']}, now "
+              f"{built['sha256']}), e.g. another nbconvert: 'kbmigrate verify {args.run}' will say so")
+    else:
+        print(f"{built['path']} built (the run recorded none); sha256 {built['sha256']}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from kbmigrate.run import history
 
@@ -305,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mismatch.")
     p.add_argument("run", metavar="RUN", help="the run id (a folder under runs/)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("report", help="(re)build a run's report.html from its folder",
+                       description="Write runs/RUN/report.html: the summary, then every notebook of the run as it "
+                                   "executed, in one self-contained file. Deterministic: a run's own report is rebuilt "
+                                   "byte for byte.")
+    p.add_argument("run", metavar="RUN", help="the run id (a folder under runs/)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("runs", parents=[target], help="list the runs of the target database, newest first",
                        description="Every run the database's ledger knows and every run folder made on it, newest "

@@ -89,9 +89,38 @@ class Step:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
 
 
+def readable_tables() -> None:
+    """Tables as evidence: every value whole (hashes, reasons, details), every row of what a cell
+    chose to show, and an empty value shown as "—", never as NaN."""
+    pd.set_option("display.max_colwidth", None)
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is not None:
+        ip.display_formatter.formatters["text/html"].for_type(
+            pd.DataFrame, lambda df: df.to_html(na_rep="—", notebook=True, border=0))
+        ip.display_formatter.formatters["text/plain"].for_type(
+            pd.DataFrame, lambda df, printer, cycle: printer.text(df.to_string(na_rep="—")))
+
+
+def chart_label(text: str, fallback: str) -> str:
+    """A chart label the chart's font can draw: the text itself, its Latin letters, or ``fallback``
+    (a label with a glyph the font lacks prints a warning and a box instead of the character)."""
+    import unicodedata
+
+    from matplotlib import font_manager, ft2font, rcParams
+
+    font = ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties(family=rcParams["font.family"])))
+    drawable = font.get_charmap()
+    if all(ord(ch) in drawable for ch in text):
+        return text
+    latin = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().strip()
+    return latin if latin and all(ord(ch) in drawable for ch in latin) else fallback
+
+
 def start(step: str, namespace: dict[str, Any]) -> Step:
     """Open a step from the notebook's parameters (taken from its globals)."""
-    pd.set_option("display.max_colwidth", None)  # evidence is shown whole: hashes, reasons, details
+    readable_tables()
     values = {k: namespace[k] for k in PARAM_NAMES if k in namespace}
     return Step(step, str(namespace.get("run_id") or ""), RunParams.from_mapping(values))
 

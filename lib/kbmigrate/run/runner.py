@@ -27,7 +27,7 @@ from papermill.exceptions import PapermillExecutionError
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import plan
-from kbmigrate.run import manifest, notebooks
+from kbmigrate.run import manifest, notebooks, report, summary
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
@@ -244,7 +244,12 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     tidy_log(folder / "kernels.log", target)
     record["ended_at"] = manifest.utc_now()
     record["status"] = "failed" if failure else "succeeded"
+    with db.connect(target, autocommit=True, application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
+        record["changed"] = summary.numbers(conn, run_id)
     manifest.write(folder, record, target)
+    record["report"] = report.build(run_id)
+    manifest.write(folder, record, target)
+    echo(f"  report → {record['report']['path']}")
     if failure:
         raise failure
     return record

@@ -1,36 +1,52 @@
-"""The one-screen summary printed at the end of ``kbmigrate run``."""
+"""What a run changed, in numbers: recorded in the manifest when the run ends, printed as the
+one-screen summary of ``kbmigrate run`` and shown at the top of the report."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from kbmigrate import db
-from kbmigrate.engine import ledger
 from kbmigrate.conninfo import Target
+from kbmigrate.engine import ledger
+from kbmigrate.paths import read_sql
 
 
-def render(target: Target, manifest: dict[str, Any]) -> str:
-    lines = [f"Run {manifest['run_id']} on {target.label}: {manifest['status']}"]
-    for s in manifest["steps"]:
+def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
+    """The run's ledger in numbers, and the knowledge base as it is now."""
+    out: dict[str, Any] = {}
+    rows = [r for r in ledger.for_run(conn, run_id) if r["step"] != "run"]  # not the seal
+    if rows:
+        out["changes applied"] = sum(r["outcome"] == "applied" for r in rows)
+        out["changes already in effect (no-ops)"] = sum(r["outcome"] == "noop" for r in rows)
+        if any(r["outcome"] == "reverted" for r in rows):
+            out["changes reverted"] = sum(r["outcome"] == "reverted" for r in rows)
+        by_change: dict[str, int] = {}
+        for r in rows:
+            if r["outcome"] == "applied" and r["rows_affected"]:
+                by_change[r["change"]] = by_change.get(r["change"], 0) + int(r["rows_affected"])
+        out.update({f"rows: {change}": n for change, n in by_change.items()})
+    if db.scalar(conn, "select to_regclass('kbmigrate.quarantine') is not null and "
+                       "to_regclass('public.knowledge_base_sections') is not null"):
+        kb = db.rows(conn, """select count(*) as total, count(*) filter (where workspace_id is not null) as in_workspace,
+                                     count(*) filter (where is_shared) as shared,
+                                     count(*) filter (where workspace_id is null and not is_shared) as quarantined
+                              from public.knowledge_base""")[0]
+        out["KB entries now"] = kb["total"]
+        out["in a workspace"] = kb["in_workspace"]
+        out["shared"] = kb["shared"]
+        out["quarantined (listed for review)"] = kb["quarantined"]
+        out["assigned but matching a shared rule (listed for review)"] = len(
+            db.rows(conn, read_sql("report/review_shared_assigned.sql")))
+        out["sections"] = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
+    return out
+
+
+def render(target: Target, record: dict[str, Any]) -> str:
+    lines = [f"Run {record['run_id']} on {target.label}: {record['status']}"]
+    for s in record["steps"]:
         lines.append(f"  {s['notebook'].rsplit('/', 1)[-1]:<28} {s['status']:<10} {s.get('seconds', 0):>7.1f} s")
-    with db.connect(target, autocommit=True) as conn:
-        rows = [r for r in ledger.for_run(conn, manifest["run_id"]) if r["step"] != "run"]  # not the seal
-        if rows:
-            applied = [r for r in rows if r["outcome"] == "applied"]
-            noop = [r for r in rows if r["outcome"] == "noop"]
-            lines.append(f"Ledger: {len(applied)} changes applied, {len(noop)} no-ops")
-            by_change: dict[str, int] = {}
-            for r in applied:
-                by_change[r["change"]] = by_change.get(r["change"], 0) + int(r["rows_affected"] or 0)
-            for change, n in by_change.items():
-                if n:
-                    lines.append(f"  {change:<28} {n:>10,} rows")
-        if db.scalar(conn, "select to_regclass('kbmigrate.quarantine') is not null"):
-            kbc = db.rows(conn, """select count(*) filter (where is_shared) as shared,
-                                          count(*) filter (where workspace_id is not null) as in_workspace,
-                                          count(*) filter (where workspace_id is null and not is_shared) as quarantined,
-                                          count(*) as total from public.knowledge_base""")[0]
-            sections = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
-            lines.append(f"Knowledge base now: {kbc['total']:,} entries: {kbc['in_workspace']:,} in a workspace, "
-                         f"{kbc['shared']:,} shared, {kbc['quarantined']:,} quarantined; {sections:,} sections")
+    for key, value in (record.get("changed") or {}).items():
+        lines.append(f"  {key:<58} {value:>10,}" if isinstance(value, int) else f"  {key}: {value}")
     return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""One archivable document per run: ``runs/<id>/report.html``.
+
+First a summary (outcome, who ran it from where, the target, server and client versions, the code
+with its dirty flag, the parameters, each step with its status and time, what changed in numbers,
+the isolation verdict, the quarantine and review counts, the backup and its checksum), then every
+notebook of the run as it executed, nothing clipped or hidden: wide tables wrap instead of
+scrolling. One self-contained file: styles and images inline, no script from the network.
+Built from the run folder alone, deterministically, so ``kbmigrate report RUN`` rebuilds the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbconvert import HTMLExporter
+from nbformat.v4 import new_markdown_cell, new_notebook
+
+from kbmigrate.paths import RUNS_DIR, shown
+from kbmigrate.run import manifest
+
+# Evidence is read whole: tables wrap rather than scroll, long values break rather than hide.
+CSS = """
+<style id="kbmigrate-report">
+  body { max-width: none !important; }
+  .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-OutputArea-child { overflow: visible !important; max-width: 100% !important; }
+  .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; word-break: break-word;
+                                                          overflow-wrap: anywhere; max-width: none !important; }
+  pre { white-space: pre-wrap !important; word-break: break-word; }
+  #summary table { border-collapse: collapse; margin: 0.5em 0 1em; }
+  #summary td, #summary th { border: 1px solid #bbb; padding: 2px 8px; text-align: left; vertical-align: top; }
+  .verdict-ok { color: #176f2c; font-weight: bold; } .verdict-bad { color: #b00020; font-weight: bold; }
+</style>
+"""
+# Scripts that would load code from the network (require.js, MathJax, mermaid): the report needs none.
+_REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>\s*'
+                            r'|<script\b[^>]*>(?:(?!</script>).)*?import\(\s*"https?://(?:(?!</script>).)*?</script>\s*', re.I | re.S)
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _verdict(record: dict[str, Any]) -> tuple[str, bool]:
+    smoke = next((s for s in record.get("steps", []) if s["notebook"].endswith("06_smoke_tests.ipynb")), None)
+    if smoke is None:
+        return "not tested in this run (06_smoke_tests did not run)", True
+    if smoke["status"] == "succeeded":
+        return "PROVED: every user probed, acting as themselves, read, created, edited and deleted exactly what they should", True
+    return f"FAILED: {smoke.get('error', smoke['status'])}", False
+
+
+def summary_html(record: dict[str, Any]) -> str:
+    ok = record["status"] in ("succeeded", "manual")
+    verdict, verdict_ok = _verdict(record)
+    who, code, target = record.get("operator", {}), record.get("code", {}), record["target"]
+    parts = [f'<div id="summary"><h1>kbmigrate run {html.escape(record["run_id"])}</h1>',
+             f'<p>Outcome: <span class="{"verdict-ok" if ok else "verdict-bad"}">{html.escape(record["status"])}</span>'
+             f' &nbsp; Isolation: <span class="{"verdict-ok" if verdict_ok else "verdict-bad"}">{html.escape(verdict)}</span></p>',
+             "<h2>Who, where, with what</h2>",
+             _table([("operator", f"{who.get('os_user', '?')} on {who.get('host', '?')}"),
+                     ("target", f"{target.get('user')}@{target.get('host')}:{target.get('port')}/{target.get('database')}"),
+                     ("started / ended (UTC)", f"{record.get('started_at')} / {record.get('ended_at') or '-'}"),
+                     ("server", record.get("server_version", "?")), ("pg_dump", record.get("pg_dump_version", "?")),
+                     ("kbmigrate", code.get("kbmigrate_version", "?")),
+                     ("git commit", f"{code.get('git_commit')}" + (" (dirty: files differ from the commit)" if code.get("dirty") else " (clean)")),
+                     *[(f"changed file {name}", digest or "deleted") for name, digest in sorted(code.get("changed_files", {}).items())],
+                     ("previous run on this database", (record.get("previous") or {}).get("run_id", "none"))]),
+             "<h2>Steps</h2>",
+             "<table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook sha256</th><th>error</th></tr>"
+             + "".join(f"<tr><td>{html.escape(Path(s['notebook']).stem)}</td><td>{html.escape(s['status'])}</td>"
+                       f"<td>{s.get('seconds', '')}</td><td>{s.get('sha256', '')}</td><td>{html.escape(s.get('error', ''))}</td></tr>"
+                       for s in record.get("steps", [])) + "</table>"]
+    changed = record.get("changed")
+    if changed:
+        parts += ["<h2>What changed</h2>", _table([(k, v) for k, v in changed.items()])]
+    backup = record.get("backup")
+    if backup:
+        drill = backup.get("restore_drill", {})
+        parts += ["<h2>Backup</h2>", _table([
+            ("file", backup["path"]), ("sha256", backup["sha256"]), ("bytes", f"{backup['bytes']:,}"),
+            ("schemas dumped", ", ".join(backup.get("scope", {}).get("schemas", []))),
+            *[(f"left out: {x['schema']}", x["reason"]) for x in backup.get("scope", {}).get("left_out", [])],
+            ("restore drill", f"{'ok' if drill.get('ok') else 'NOT OK'}, {drill.get('where', '-')}" if drill else "not run")])]
+    parts += ["<h2>Parameters</h2>", _table(sorted(record.get("parameters", {}).items())), "</div>"]
+    return "\n".join(parts)
+
+
+def build(run_id: str) -> dict[str, str]:
+    """Write runs/<run_id>/report.html from the run folder; returns its path and sha256."""
+    folder = RUNS_DIR / run_id
+    record = manifest.load(run_id)
+    book = new_notebook()
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.cells.append(new_markdown_cell(summary_html(record)))
+    for step in record.get("steps", []):
+        path = folder / Path(step["notebook"]).name
+        if not path.exists():
+            continue
+        nb = nbformat.read(path, as_version=4)
+        book.cells.append(new_markdown_cell(
+            f'<h1 id="step-{Path(path).stem}">Step {Path(path).stem}: {step["status"]}, {step.get("seconds", "?")} s</h1>'))
+        book.cells += nb.cells
+    for i, cell in enumerate(book.cells):  # stable ids, so the same run gives the same bytes
+        cell["id"] = f"c{i:05d}"
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(book, resources={"metadata": {"name": f"kbmigrate run {run_id}"}})
+    body = _REMOTE_SCRIPT.sub("", body).replace("</head>", CSS + "</head>", 1)
+    out = folder / "report.html"
+    out.write_text(body, encoding="utf-8")
+    out.chmod(0o600)
+    return {"path": shown(out), "sha256": manifest.sha256_file(out)}

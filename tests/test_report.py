@@ -1,0 +1,110 @@
+"""One archivable report per run: report.html holds the summary and every notebook, needs nothing
+from the network, rebuilds byte for byte, and reads whole in a real browser (the verdict columns of
+the isolation matrix and the summary are on screen, not clipped)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kbmigrate.conninfo import Target
+from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import RUNS_DIR, from_evidence
+from kbmigrate.run import manifest, runner
+
+from conftest import drop, new_demo, run_cli
+from test_runbook import QUIET
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def run_with_report(server: Target) -> Iterator[tuple[Target, str, Path]]:
+    target = new_demo(server, "kbt_report")
+    run_id = f"t-rep-{uuid.uuid4().hex[:6]}"
+    record = runner.run(target, RunParams(), run_id=run_id, **QUIET)
+    yield target, run_id, from_evidence(record["report"]["path"])
+    drop(server, target)
+
+
+def test_the_report_is_whole_and_self_contained(run_with_report: Any) -> None:
+    target, run_id, report = run_with_report
+    text = report.read_text(encoding="utf-8")
+    record = manifest.load(run_id)
+    assert record["report"]["sha256"] == manifest.sha256_file(report)
+    assert 'id="summary"' in text and f"kbmigrate run {run_id}" in text and "PROVED" in text
+    for step in record["steps"]:
+        assert f'id="step-{Path(step["notebook"]).stem}"' in text
+    assert record["backup"]["sha256"] in text and record["code"]["git_commit"] in text
+    assert 'src="http' not in text and 'import("http' not in text  # nothing loaded from the network
+    assert ">NaN<" not in text
+    assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
+
+
+def test_the_report_rebuilds_byte_for_byte(run_with_report: Any) -> None:
+    _, run_id, report = run_with_report
+    before = report.read_bytes()
+    done = run_cli("report", run_id)
+    assert done.returncode == 0 and "identical" in done.stdout, done.stdout + done.stderr
+    assert report.read_bytes() == before
+
+
+@pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+                    reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver; .ci/run does)")
+def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    _, run_id, report = run_with_report
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        browser.get(report.resolve().as_uri())
+        summary = browser.find_element(By.ID, "summary")
+        assert summary.is_displayed() and run_id in summary.text and "Outcome" in summary.text and "PROVED" in summary.text
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        smoke = browser.find_element(By.ID, "step-06_smoke_tests")
+        headers = [th for th in smoke.find_elements(By.XPATH, "following::th")
+                   if th.text.strip() in ("pass", "leaked", "missing", "expected")]
+        assert len([th for th in headers if th.text.strip() == "pass"]) >= 2  # the read and the write halves
+        for th in headers[:12]:
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center', inline: 'nearest'})", th)
+            box = browser.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                         "return [r.left, r.right, r.top, r.bottom];", th)
+            assert 0 <= box[0] and box[1] <= width, f"column {th.text!r} is off screen: {box} (page width {width})"
+            on_top = browser.execute_script(
+                "const r = arguments[0].getBoundingClientRect();"
+                "const e = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);"
+                "return e === arguments[0] || arguments[0].contains(e);", th)
+            assert on_top, f"column {th.text!r} is hidden or clipped"
+        scrolled = browser.execute_script("return document.documentElement.scrollWidth")
+        assert scrolled <= width + 1, f"the page is {scrolled}px wide in a {width}px window: something does not wrap"
+    finally:
+        browser.quit()
+
+
+def test_a_failed_run_also_leaves_a_report(server: Target) -> None:
+    target = new_demo(server, "kbt_report_fail")
+    run_id = f"t-repf-{uuid.uuid4().hex[:6]}"
+    try:
+        done = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
+                       "-p", "membership_table=public.no_such_members")
+        assert done.returncode != 0
+        record = json.loads((RUNS_DIR / run_id / "manifest.json").read_text())
+        assert record["status"] == "failed" and (RUNS_DIR / run_id / "report.html").is_file()
+        assert "verdict-bad" in (RUNS_DIR / run_id / "report.html").read_text(encoding="utf-8")
+    finally:
+        drop(server, target)
