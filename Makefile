@@ -12,12 +12,13 @@ STAMP  := $(VENV)/.installed
 SIZE   ?= small
 SEED   ?= 42
 
-.PHONY: help venv demo test lab server-stop clean
+.PHONY: help venv demo test lab edit server-stop clean
 
 help:
 	@echo "make demo   build the demo database on the embedded server (SIZE=small|medium|large, SEED=42)"
 	@echo "make test   run the whole test suite against a real PostgreSQL (embedded, or KBMIGRATE_TEST_DSN)"
-	@echo "make lab    open the runbook notebooks in JupyterLab, connected to the demo database"
+	@echo "make lab    step through the runbook by hand in JupyterLab on the demo database, as a run (runs/manual-...)"
+	@echo "make edit   edit the runbook's sources (notebooks/*.md) in JupyterLab, opened as notebooks"
 	@echo "make server-stop   stop the embedded server; make clean   remove .venv and local state"
 
 $(STAMP): pyproject.toml
@@ -36,12 +37,15 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest
 
-# The notebooks are MyST text files; tools/jupyterlab/overrides.json makes JupyterLab open them
-# as notebooks (jupytext) on a double click.
+# A hand-stepped run: a run folder with the notebooks ready, JupyterLab opened there; the run is
+# finished (report, seal) when JupyterLab closes.
 lab: venv
-	$(BIN)/kbmigrate server start
-	cd notebooks && eval "$$(../$(BIN)/kbmigrate server env)" && \
-	  ../$(BIN)/jupyter lab --LabServerApp.app_settings_dir=../tools/jupyterlab
+	$(BIN)/kbmigrate lab --embedded
+
+# The sources are MyST text files; tools/jupyterlab/overrides.json makes JupyterLab open them as
+# notebooks (jupytext) on a double click. Saving writes the text, never outputs.
+edit: venv
+	cd notebooks && ../$(BIN)/jupyter lab --LabServerApp.app_settings_dir=../tools/jupyterlab
 
 server-stop: venv
 	$(BIN)/kbmigrate server stop

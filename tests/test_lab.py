@@ -1,4 +1,4 @@
-"""`make lab` as a DBA meets it: JupyterLab opens the MyST notebooks as notebooks on a double click,
+"""`make edit` as a DBA meets it: JupyterLab opens the MyST notebooks as notebooks on a double click,
 and saving one after running it changes nothing in the text file (no outputs, no metadata churn)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """JupyterLab started as `make lab` starts it, on a copy of the notebooks folder."""
-    assert f"--LabServerApp.app_settings_dir=../{SETTINGS.relative_to(REPO_ROOT)}" in (REPO_ROOT / "Makefile").read_text()
+    assert f"--LabServerApp.app_settings_dir=../{SETTINGS.relative_to(REPO_ROOT)}" in (REPO_ROOT / "Makefile").read_text()  # make edit
     root = tmp_path_factory.mktemp("lab") / "notebooks"
     shutil.copytree(NOTEBOOK_DIR, root)
     port, token = _free_port(), secrets.token_hex(8)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import psycopg
 
@@ -225,6 +226,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from kbmigrate.run import lab, manifest
+
+    if args.finish:
+        if not (RUNS_DIR / args.finish / "manifest.json").exists():
+            raise NoSuchRun(run=args.finish, folder=shown(RUNS_DIR))
+        record = lab.finish(_run_target(args, manifest.load(args.finish)), args.finish)
+        print(f"hand-stepped run {args.finish} finished: " + ", ".join(f"{Path(s['notebook']).stem} {s['status']}"
+                                                                        for s in record["steps"]))
+        print(f"report: {record['report']['path']}; check it with: kbmigrate verify {args.finish}")
+        return 0
+    params = _parse_params(args.param or [])
+    target = _target(args)
+    folder = lab.prepare(target, params, args.run_id)
+    run_id = folder.name
+    print(f"hand-stepped run {run_id} on {target.label}: the notebooks to step through are in {shown(folder)}/")
+    if args.prepare_only:
+        print(f"when done: kbmigrate lab --finish {run_id}")
+        return 0
+    lab.open_lab(target, folder)
+    record = lab.finish(target, run_id)
+    print(f"JupyterLab closed; run {run_id} finished: report {record['report']['path']}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from kbmigrate.run import history
 
@@ -322,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "mismatch.")
     p.add_argument("run", metavar="RUN", help="the run id (a folder under runs/)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("lab", parents=[target, params], help="step through the runbook by hand in JupyterLab, as a run",
+                       description="Make a run folder (manifest with status manual, the SQL as it is now, each step's "
+                                   "notebook with the run id and parameters in it) and open JupyterLab there, its "
+                                   "kernels connected to the target. The sources are never written. When JupyterLab "
+                                   "closes, the run is finished: notebook hashes, what changed, the backup, "
+                                   "report.html and the seal, as for 'kbmigrate run'.")
+    p.add_argument("--run-id", help="id of this run (default: manual-<UTC time>-<random>); must be new")
+    p.add_argument("--prepare-only", action="store_true", help="make the run folder and stop (open it yourself)")
+    p.add_argument("--finish", metavar="RUN", help="finish a hand-stepped run whose JupyterLab was closed elsewhere")
+    p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("report", help="(re)build a run's report.html from its folder",
                        description="Write runs/RUN/report.html: the summary, then every notebook of the run as it "

@@ -112,3 +112,7 @@ class EvidenceBroken(KbError):
 
 class NoSuchRun(KbError):
     """No run {run} in {folder}. 'kbmigrate runs' lists the runs of a database."""
+
+
+class KernelHoldsDatabase(KbError):
+    """A notebook kernel still holds {database}: pid {pid} ({application}), since {since}. If it is a JupyterLab kernel of a hand-stepped run, shut it down there (Kernel > Shut Down Kernel, or close JupyterLab); otherwise end that session (select pg_terminate_backend({pid}))."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
-from kbmigrate.errors import RunLocked
+from kbmigrate.errors import KernelHoldsDatabase, RunLocked
 
 # pg_advisory_lock(int, int): a fixed class id for kbmigrate and one object id for "the run".
 LOCK_CLASS = 0x6B626D67  # "kbmg"
@@ -45,7 +45,7 @@ def run_lock(target: Target, label: str) -> Iterator[None]:
             raise RunLocked(database=target.label, **h)
         if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS)):
             h = holder(conn, LOCK_KERNELS) or {"pid": "?", "application": "?", "since": "?"}
-            raise RunLocked(database=target.label, **h)
+            raise KernelHoldsDatabase(database=target.label, **h)
         conn.execute("select pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))
         yield
     finally:

@@ -1,0 +1,94 @@
+"""Hand-stepped runs are runs: `kbmigrate lab` makes a run folder with the notebooks ready; a DBA
+(here a test, through those notebooks) steps through them; finishing leaves a verified report, a
+backup that `kbmigrate rollback` restores, and the sources untouched. An open kernel is named, with
+what to do, when a headless run is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.engine import lock, plan
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR
+
+from conftest import drop, new_demo, run_cli
+from test_rollback import schema_dump
+from test_runbook import checksums
+
+
+def _sources_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "sql"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = new_demo(server, "kbt_lab")
+    before = {"schema": schema_dump(target), "data": checksums(target)}
+    sources = _sources_status()
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    try:
+        done = run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only")
+        assert done.returncode == 0, done.stderr
+        folder = RUNS_DIR / run_id
+        record = json.loads((folder / "manifest.json").read_text())
+        assert record["status"] == "manual" and record["steps"] == []
+        assert sorted(p.name for p in folder.glob("*.ipynb")) == [f"{s}.ipynb" for s in plan.STEPS]
+
+        # the DBA steps through the notebooks in the run folder, which JupyterLab saves in place
+        p = target.params
+        for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
+            monkeypatch.setenv(var, p[key])
+        for step in plan.STEPS:
+            path = folder / f"{step}.ipynb"
+            nb = nbformat.read(path, as_version=4)
+            assert any(f'run_id = "{run_id}"' in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+            NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+            nbformat.write(nb, path)
+
+        finished = run_cli("lab", "--finish", run_id, "--dsn", target.conninfo)
+        assert finished.returncode == 0, finished.stderr
+        record = json.loads((folder / "manifest.json").read_text())
+        assert [s["status"] for s in record["steps"]] == ["succeeded"] * len(plan.STEPS)
+        assert (folder / "report.html").is_file() and record["backup"]["sha256"]
+        assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
+        with db.connect(target) as conn:
+            assert db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'", (run_id,)) > 0
+
+        rolled = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+        assert rolled.returncode == 0, rolled.stderr
+        assert schema_dump(target) == before["schema"] and checksums(target) == before["data"]
+        assert _sources_status() == sources  # the sources were never written
+    finally:
+        drop(server, target)
+
+
+def test_an_open_kernel_is_named_with_what_to_do(small_demo: Target) -> None:
+    with db.connect(small_demo, autocommit=True, application_name="kbmigrate 02_schema manual-x") as kernel:
+        lock.hold_for_kernel(kernel)
+        done = run_cli("run", "--dsn", small_demo.conninfo, "--only", "00", "--no-progress")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "kbmigrate 02_schema manual-x" in done.stderr and "Shut Down Kernel" in done.stderr, done.stderr
+
+
+def test_finishing_twice_is_refused(server: Target) -> None:
+    target = new_demo(server, "kbt_lab2")
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    try:
+        assert run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only").returncode == 0
+        assert run_cli("lab", "--finish", run_id, "--dsn", target.conninfo).returncode == 0
+        again = run_cli("lab", "--finish", run_id, "--dsn", target.conninfo)
+        assert again.returncode != 0 and "not a hand-stepped run still open" in again.stderr
+        record: dict[str, Any] = json.loads((RUNS_DIR / run_id / "manifest.json").read_text())
+        assert [s["status"] for s in record["steps"]] == ["not run"] * len(plan.STEPS)
+        assert os.stat(RUNS_DIR / run_id).st_mode & 0o077 == 0
+    finally:
+        drop(server, target)
