@@ -13,6 +13,7 @@ import psycopg
 from kbmigrate import __version__, conninfo, db
 from kbmigrate.checks import rollback
 from kbmigrate.engine import lock, plan, revert
+from kbmigrate.run import manifest as manifest_of
 from kbmigrate.run import notebooks, runner, summary
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, EvidenceBroken, KbError, NoSuchRun
@@ -108,7 +109,12 @@ def cmd_demo_db(args: argparse.Namespace) -> int:
 
 
 # -- run --------------------------------------------------------------------------------------
-def _parse_params(pairs: list[str]) -> RunParams:
+def _parse_params(pairs: list[str], base: dict[str, object] | None = None) -> RunParams:
+    """RunParams from -p NAME=VALUE pairs, over ``base`` (a resumed run's recorded parameters)."""
+    return RunParams.from_mapping({**(base or {}), **_param_values(pairs)})
+
+
+def _param_values(pairs: list[str]) -> dict[str, object]:
     fields = RunParams.__dataclass_fields__
     values: dict[str, object] = {}
     for pair in pairs:
@@ -130,14 +136,23 @@ def _parse_params(pairs: list[str]) -> RunParams:
             values[name] = None if lowered in ("auto", "none") else lowered in ("true", "yes")
         else:
             values[name] = raw
-    return RunParams.from_mapping(values)
+    return values
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    params = _parse_params(args.param or [])
-    target = _target(args)
-    manifest = runner.run(target, params, run_id=args.run_id, from_step=args.from_step, only=args.only,
-                          progress=not args.no_progress)
+    if args.resume:
+        record = manifest_of.load_for_resume(args.resume)
+        known = set(RunParams().as_dict())
+        params = _parse_params(args.param or [], {k: v for k, v in record["parameters"].items() if k in known})
+        extra = {k: v for k, v in record["parameters"].items() if k not in known}
+        target = _run_target(args, record)
+        manifest = runner.run(target, params, run_id=args.resume, resume=True, extra=extra,
+                              progress=not args.no_progress)
+    else:
+        params = _parse_params(args.param or [])
+        target = _target(args)
+        manifest = runner.run(target, params, run_id=args.run_id, from_step=args.from_step, only=args.only,
+                              progress=not args.no_progress)
     folder = runner.RUNS_DIR / manifest["run_id"]
     print(summary.render(target, manifest))
     print(f"run {manifest['run_id']} {manifest['status']}: evidence in {shown(folder)}/")
@@ -313,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--from", dest="from_step", metavar="STEP", help="start at this step (e.g. 03 or backfill) to resume")
     g.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
+    g.add_argument("--resume", metavar="RUN_ID",
+                   help="continue a failed or interrupted run in its own folder: finished steps and the backup are "
+                        "kept, the step that stopped runs again as its next attempt (-p may change a parameter)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

@@ -1,7 +1,18 @@
-"""Connections that fail in one clear line, and small query helpers."""
+"""Connections that fail in one clear line, never without limits, and small query helpers.
+
+Every session the tool opens gets ``lock_timeout``, ``statement_timeout`` and
+``idle_in_transaction_session_timeout`` right after it connects (``Limits``), read back from the
+server. When ``KBMIGRATE_SESSION_LOG`` names a file (a run sets it to runs/<id>/sessions.jsonl,
+and its kernels inherit it), each session is listed there with the settings the server holds:
+the evidence that no session of the run could wait without limit.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -12,18 +23,70 @@ from kbmigrate.conninfo import Target
 from kbmigrate.errors import AuthenticationFailed, DatabaseMissing, ServerUnreachable
 
 APPLICATION_NAME = "kbmigrate"
+SESSION_LOG = "KBMIGRATE_SESSION_LOG"
 
 
-def connect(target: Target, *, autocommit: bool = False, application_name: str = APPLICATION_NAME,
-            connect_timeout: int = 10) -> psycopg.Connection[Any]:
-    """Open a connection; an expected failure becomes a KbError whose message holds no password."""
+@dataclass(frozen=True)
+class Limits:
+    """A session's bounds. ``RunParams.limits(kind)`` gives the ones of each kind of step."""
+
+    lock_timeout: str
+    statement_timeout: str
+    idle_in_transaction: str = "10min"
+
+
+# For sessions that are not part of a run (kbmigrate runs/verify, the dev tooling): short reads.
+READ = Limits("2s", "1min")
+
+
+def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
+            application_name: str = APPLICATION_NAME, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+    """Open a connection under ``limits``; an expected failure becomes a KbError whose message
+    holds no password."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             target.conninfo, autocommit=autocommit, application_name=application_name,
             connect_timeout=connect_timeout,
         )
     except psycopg.OperationalError as exc:
         raise classify_connect_error(target, exc) from None
+    try:
+        row = conn.execute(
+            "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
+            "set_config('statement_timeout', %s, false), "
+            "set_config('idle_in_transaction_session_timeout', %s, false)",
+            (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction)).fetchone()
+        if not autocommit:
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    assert row is not None
+    log_session(program="psycopg", pid=row[0], user=row[1], application_name=application_name,
+                lock_timeout=row[2], statement_timeout=row[3], idle_in_transaction_session_timeout=row[4])
+    return conn
+
+
+def log_session(**entry: Any) -> None:
+    """One line in the session log (when a run keeps one): which session, and its bounds."""
+    path = os.environ.get(SESSION_LOG)
+    if not path:
+        return
+    entry = {"utc": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "os_pid": os.getpid(), **entry}
+    old = os.umask(0o077)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, default=str) + "\n")
+    finally:
+        os.umask(old)
+
+
+def terminate(conn: psycopg.Connection[Any], application_name: str) -> list[int]:
+    """End every other session named ``application_name`` (a client program that was stopped
+    leaves its backend waiting until it notices); returns their pids."""
+    return [r[0] for r in conn.execute(
+        "select pid from pg_stat_activity where application_name = %s and pid <> pg_backend_pid() "
+        "and pg_terminate_backend(pid)", (application_name[:63],)).fetchall()]
 
 
 def classify_connect_error(target: Target, exc: psycopg.OperationalError) -> Exception:

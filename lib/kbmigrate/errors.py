@@ -116,3 +116,19 @@ class NoSuchRun(KbError):
 
 class KernelHoldsDatabase(KbError):
     """A notebook kernel still holds {database}: pid {pid} ({application}), since {since}. If it is a JupyterLab kernel of a hand-stepped run, shut it down there (Kernel > Shut Down Kernel, or close JupyterLab); otherwise end that session (select pg_terminate_backend({pid}))."""
+
+
+class Blocked(KbError):
+    """Step {step} could not get a lock {within} and stopped, blocked by {blocker}. End or wait out that session, then continue with 'kbmigrate run --resume {run}'."""
+
+
+class TooSlow(KbError):
+    """Step {step}: a statement ran longer than statement_timeout {limit} and was cancelled. Find out why it is slow, or raise the limit (-p ...), then continue with 'kbmigrate run --resume {run}'."""
+
+
+class Interrupted(KbError):
+    """Run {run} was interrupted ({signal}) during {step}: its statements were cancelled and its sessions ended. Evidence: {evidence}; continue with 'kbmigrate run --resume {run}'."""
+
+    def __init__(self, **details: object) -> None:
+        super().__init__(**details)
+        self.exit_code = 143 if details.get("signal") == "SIGTERM" else 130

@@ -25,8 +25,9 @@ from psycopg import sql
 
 from kbmigrate import db
 from kbmigrate.checks import clients, scope
+from kbmigrate.engine import blockers
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import BackupFailed
+from kbmigrate.errors import BackupFailed, Blocked
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import BACKUP_ROOT, read_sql, shown
 
@@ -72,7 +73,8 @@ def sha256_file(path: Path) -> str:
 
 def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
     """Dump the target database; pg_dump gets the connection through its libpq environment."""
-    snap = db.connect(target, autocommit=True, application_name="kbmigrate backup")
+    snap = db.connect(target, limits=params.limits("backup"), autocommit=True,
+                      application_name=f"kbmigrate backup {run_id}"[:63])
     try:
         major = int(db.scalar(snap, "show server_version_num")) // 10000
         pg_dump, pg_restore = clients.find("pg_dump", major), clients.find("pg_restore", major)
@@ -83,8 +85,10 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
         path = folder / f"{snap.info.dbname}.dump"
-        if path.exists():
-            raise BackupFailed(reason=f"{shown(path)} already exists; a run id is used once")
+        # The folder is this run's (a run id is used once); a dump already there is from an attempt of
+        # this step that did not succeed (a resumed run), and this attempt replaces it.
+        (folder / "backup.json").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         env = {**os.environ, **libpq_env(target)}
         started = time.monotonic()
         snap.execute("begin isolation level repeatable read read only")
@@ -94,17 +98,29 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
         write_fingerprints(snap, folder)
         old_umask = os.umask(0o077)
         try:
-            done = subprocess.run([str(pg_dump), "--format=custom", f"--snapshot={snapshot}", "--file", str(path),
-                                   "--no-password", f"--lock-wait-timeout={params.lock_timeout}",
-                                   *scope.pg_dump_args(covered.schemas)],
-                                  env=env, capture_output=True, text=True)
+            app = f"kbmigrate pg_dump {run_id}"
+            try:
+                done = clients.run_bounded(pg_dump, ["--format=custom", f"--snapshot={snapshot}", "--file", str(path),
+                                                     "--no-password", *scope.pg_dump_args(covered.schemas)],
+                                           env=env, seconds=params.seconds("backup_timeout"), application_name=app,
+                                           lock_wait=params.lock_timeout)
+            except subprocess.TimeoutExpired:
+                db.terminate(snap, app)
+                path.unlink(missing_ok=True)
+                raise BackupFailed(reason=f"pg_dump ran longer than backup_timeout {params.backup_timeout} and was "
+                                          "stopped; raise it (-p backup_timeout=2h) or back up at a quieter time") from None
         finally:
             os.umask(old_umask)
         snap.execute("commit")
     finally:
         snap.close()
     if done.returncode != 0:
-        raise BackupFailed(reason=target.redact((done.stderr.strip().splitlines() or ["pg_dump failed"])[-1]))
+        path.unlink(missing_ok=True)  # a partial archive is no backup; a new attempt writes it again
+        if "lock timeout" in done.stderr:
+            raise Blocked(step="01_backup (pg_dump)", within=f"within --lock-wait-timeout {params.lock_timeout}",
+                          blocker=blockers.who(run_id), run=run_id)
+        lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("pg_dump: detail:")]
+        raise BackupFailed(reason=target.redact((lines or ["pg_dump failed"])[-1]))
     path.chmod(0o600)
     listing = subprocess.run([str(pg_restore), "--list", str(path)], capture_output=True, text=True)
     if listing.returncode != 0:

@@ -78,3 +78,23 @@ def find(program: str, major: int) -> Path:
 
 def version_line(path: Path) -> str:
     return subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+
+
+def run_bounded(program: Path, args: list[str], *, env: dict[str, str], seconds: float, application_name: str,
+                lock_wait: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a client program that connects to a database, under a wall-clock bound.
+
+    pg_dump and pg_restore scripts set ``statement_timeout = 0`` themselves, so the session's own
+    bounds cannot hold them: ``--lock-wait-timeout`` bounds pg_dump's lock waits, ``seconds`` the
+    whole program. Its session is named ``application_name`` (so a blocked one can be found and
+    ended) and listed in the run's session log. Raises subprocess.TimeoutExpired (the program is
+    killed) when it runs longer."""
+    from kbmigrate import db
+
+    db.log_session(program=program.name, application_name=application_name,
+                   lock_timeout=f"--lock-wait-timeout={lock_wait}" if lock_wait else "n/a",
+                   statement_timeout=f"0 (set by {program.name}); the program is killed after {seconds:g} s",
+                   wall_clock_seconds=seconds)
+    cmd = [str(program), *([f"--lock-wait-timeout={lock_wait}"] if lock_wait else []), *args]
+    return subprocess.run(cmd, env={**env, "PGAPPNAME": application_name[:63]}, capture_output=True, text=True,
+                          timeout=seconds)

@@ -103,6 +103,9 @@ def restore_list(pg_restore: Path, dump: Path, refs: list[dict[str, Any]],
     return "\n".join(keep) + "\n", skipped
 
 
+RESTORE_SECONDS = 3600  # the drill's restore runs on the local server; bounded all the same
+
+
 def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Restore the backup into a scratch database on the local server and compare it with the dump-time figures."""
     local = local_server()
@@ -125,9 +128,14 @@ def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
             fh.write(listing)
         try:
             env = {**os.environ, **libpq_env(local.with_database(scratch))}
-            done = subprocess.run([str(pg_restore), "--exit-on-error", "--single-transaction", "--no-password",
-                                   "--no-owner", "--no-privileges", "--use-list", fh.name, "--dbname", scratch,
-                                   str(from_evidence(info["path"]))], env=env, capture_output=True, text=True)
+            try:
+                done = clients.run_bounded(pg_restore, ["--exit-on-error", "--single-transaction", "--no-password",
+                                                        "--no-owner", "--no-privileges", "--use-list", fh.name,
+                                                        "--dbname", scratch, str(from_evidence(info["path"]))],
+                                           env=env, seconds=RESTORE_SECONDS, application_name=f"kbmigrate drill {run_id}")
+            except subprocess.TimeoutExpired:
+                raise DrillFailed(reason=f"pg_restore into the local scratch database ran longer than "
+                                         f"{RESTORE_SECONDS} s and was stopped") from None
         finally:
             os.unlink(fh.name)
         if done.returncode != 0:

@@ -301,8 +301,15 @@ def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
         env["PGDATABASE"] = conn.info.dbname
     with tempfile.TemporaryDirectory(prefix="kbmigrate-schema-") as tmp:
         archive = Path(tmp) / "now.dump"
-        now = subprocess.run([_tool(info, "pg_dump"), "--schema-only", "--format=custom", "--file", str(archive),
-                              "--no-password", *scope.pg_dump_args(schemas)], env=env, capture_output=True, text=True)
+        limits = RunParams()
+        try:
+            now = clients.run_bounded(Path(_tool(info, "pg_dump")), ["--schema-only", "--format=custom", "--file",
+                                                                     str(archive), "--no-password",
+                                                                     *scope.pg_dump_args(schemas)],
+                                      env=env, seconds=limits.seconds("read_timeout"), lock_wait=limits.lock_timeout,
+                                      application_name="kbmigrate schema diff")
+        except subprocess.TimeoutExpired:
+            raise RollbackRefused(reason=f"pg_dump --schema-only ran longer than {limits.read_timeout}") from None
         if now.returncode != 0:
             raise RollbackRefused(reason=f"pg_dump --schema-only failed: {target.redact(now.stderr.strip())[:200]}")
         after = _schema_text(info, archive, schemas)

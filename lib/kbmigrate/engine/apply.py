@@ -142,13 +142,18 @@ def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParam
                                      where c.relname = %s and not i.indisvalid""", (name,))
         if invalid:
             conn.execute(sql.SQL("drop index concurrently if exists {}").format(sql.Identifier(invalid, name)))
+    # A concurrent build blocks no one but may take long: it gets index_timeout, then the session
+    # gets its own bounds back (RESET would go to the server's default, which may be none at all).
+    saved = conn.execute("select current_setting('lock_timeout'), current_setting('statement_timeout')").fetchone()
+    assert saved is not None
+    index = params.limits("index")
     conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                 (params.lock_timeout, "0"))  # a concurrent build may take long; it blocks no one
+                 (index.lock_timeout, index.statement_timeout))
     try:
         conn.execute(deploy)
     finally:
-        conn.execute("reset lock_timeout")
-        conn.execute("reset statement_timeout")
+        conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                     saved)
     return 0
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kbmigrate.db import Limits
 from kbmigrate.errors import BadParameter
 from kbmigrate.paths import REPO_ROOT
 
@@ -31,6 +32,9 @@ class RunParams:
     lock_timeout: str = "1s"
     statement_timeout: str = "5min"
     lock_retries: int = 5
+    read_timeout: str = "1min"             # statement_timeout of the read-only sessions (checks, reports)
+    index_timeout: str = "1h"              # statement_timeout of a CREATE INDEX CONCURRENTLY
+    backup_timeout: str = "1h"             # how long pg_dump may run in all
     accept_changed_sql: bool = False       # go on although a deploy file changed after it was applied
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -47,7 +51,7 @@ class RunParams:
                                reason=f"{self.backfill_strategy!r} is not one of {', '.join(STRATEGIES)}")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 1_000_000:
             raise BadParameter(name="batch_size", reason=f"{self.batch_size!r} is not a whole number from 1 to 1000000")
-        for name in ("lock_timeout", "statement_timeout"):
+        for name in ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout"):
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
         self.sections()
@@ -120,6 +124,20 @@ class RunParams:
             "kbmigrate.batch_size": str(self.batch_size),
             "kbmigrate.after_id": "00000000-0000-0000-0000-000000000000",
         }
+
+    def limits(self, kind: str = "change") -> Limits:
+        """The bounds of a session of each kind: ``change`` (a change's transaction), ``read``
+        (preflight, checks, reports, the lock), ``index`` (a concurrent index build, which blocks
+        no one but may take long) and ``backup`` (the snapshot and its checksums)."""
+        statement = {"change": self.statement_timeout, "read": self.read_timeout,
+                     "index": self.index_timeout, "backup": self.statement_timeout}[kind]
+        return Limits(self.lock_timeout, statement)
+
+    def seconds(self, name: str) -> float:
+        """An interval parameter (500ms, 1s, 5min, 1h; a bare number is milliseconds) in seconds."""
+        value = str(getattr(self, name))
+        number, unit = re.match(r"^(\d+)(ms|s|min|h)?$", value).groups()  # type: ignore[union-attr]
+        return int(number) * {"ms": 0.001, None: 0.001, "s": 1, "min": 60, "h": 3600}[unit]
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from kbmigrate.engine import ledger
+from kbmigrate.engine import blockers, ledger
 from kbmigrate.engine.params import RunParams
-from kbmigrate.errors import StepFailed
+from kbmigrate.errors import Blocked
 from kbmigrate.paths import read_sql
 
 T = TypeVar("T")
@@ -55,18 +55,19 @@ def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, 
         conn.execute("select set_config(%s, %s, true)", (name, value))
 
 
-def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T]) -> T:
-    """``attempt()`` again when it fails on lock_timeout (or a deadlock), with backoff, a bounded number of times."""
+def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "") -> T:
+    """``attempt()`` again when it fails on lock_timeout (or a deadlock), with backoff, a bounded
+    number of times; then Blocked, naming the session it waited for."""
     delay = 0.2
     for tried in range(params.lock_retries + 1):
         try:
             return attempt()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
             if tried == params.lock_retries:
-                raise StepFailed(step=step, change=change,
-                                 reason=f"could not get a lock within {params.lock_timeout} after "
-                                        f"{params.lock_retries + 1} tries ({error_text(exc)}); "
-                                        "find the blocking session (pg_stat_activity) and run again") from None
+                blocker = blockers.who(run_id) if isinstance(exc, psycopg.errors.LockNotAvailable) \
+                    else f"a deadlock every time ({error_text(exc)})"
+                raise Blocked(step=f"{step} ({change})", within=f"within {params.lock_timeout} after "
+                              f"{params.lock_retries + 1} tries", blocker=blocker, run=run_id or "RUN_ID") from None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
@@ -85,7 +86,7 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
             ledger.record(conn, run_id=run_id, step=step, change=change, sql_sha256=sha,
                           rows_affected=done.rows, outcome=done.outcome, detail=done.detail)
             return done
-    return with_lock_retries(params, step, change, attempt)
+    return with_lock_retries(params, step, change, attempt, run_id)
 
 
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,

@@ -129,3 +129,21 @@ def seal(conn: psycopg.Connection[Any], folder: Path, manifest: dict[str, Any]) 
 
 def load(run_id: str) -> dict[str, Any]:
     return json.loads((RUNS_DIR / run_id / "manifest.json").read_text(encoding="utf-8"))
+
+
+RESUMABLE = ("failed", "interrupted", "running")
+
+
+def load_for_resume(run_id: str) -> dict[str, Any]:
+    """The manifest of a run that can be continued: it stopped (failed, interrupted) or its process
+    died (still "running"; the run lock, taken next, proves no process still runs it)."""
+    from kbmigrate.errors import BadParameter, NoSuchRun
+
+    path = RUNS_DIR / run_id / "manifest.json"
+    if not path.exists():
+        raise NoSuchRun(run=run_id, folder=shown(RUNS_DIR))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("status") not in RESUMABLE:
+        raise BadParameter(name="--resume", reason=f"run {run_id} is {record.get('status')}; only a failed or "
+                                                   "interrupted run can be resumed")
+    return record

@@ -18,8 +18,8 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import conninfo, db
-from kbmigrate.engine import ledger, lock
-from kbmigrate.errors import CheckFailed
+from kbmigrate.engine import blockers, ledger, lock
+from kbmigrate.errors import CheckFailed, KbError
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.steps import apply_step
@@ -39,8 +39,12 @@ class Step:
         self.params = params
         self.target = conninfo.resolve()
         self.conn: psycopg.Connection[Any] = db.connect(
-            self.target, autocommit=True, application_name=f"kbmigrate {step} {self.run_id}"[:63])
+            self.target, limits=params.limits("read"), autocommit=True,
+            application_name=f"kbmigrate {step} {self.run_id}"[:63])
         lock.hold_for_kernel(self.conn)
+        # While a statement of this step waits for a lock, the cell's output says for whom.
+        self.watcher = blockers.Watcher(self.target, self.run_id, lambda line: print(line, flush=True)).__enter__()
+        name_the_blocker(self)
 
     def __repr__(self) -> str:
         return f"<step {self.step} of run {self.run_id} on {self.target.label}>"
@@ -78,15 +82,49 @@ class Step:
         ip.run_line_magic("load_ext", "sql")
         for setting in ("SqlMagic.displaycon = False", "SqlMagic.feedback = False", "SqlMagic.autopandas = True"):
             ip.run_line_magic("config", setting)
+        limits = self.params.limits("read")
         arguments = json.dumps({
-            "options": f"-c lock_timeout={self.params.lock_timeout} -c statement_timeout={self.params.statement_timeout}",
-            "application_name": f"kbmigrate %sql {self.step}"[:63]})
+            "options": f"-c lock_timeout={limits.lock_timeout} -c statement_timeout={limits.statement_timeout} "
+                       f"-c idle_in_transaction_session_timeout={limits.idle_in_transaction}",
+            "application_name": f"kbmigrate %sql {self.step} {self.run_id}"[:63]})
         ip.run_line_magic("sql", f"--connection_arguments '{arguments}' postgresql+psycopg://")
-        return f"%sql connected to {self.target.label} (lock_timeout {self.params.lock_timeout}, " \
-               f"statement_timeout {self.params.statement_timeout})"
+        seen = ip.run_line_magic("sql", "select pg_backend_pid() as pid, current_user as usr, "
+                                        "current_setting('lock_timeout') as lt, current_setting('statement_timeout') as st, "
+                                        "current_setting('idle_in_transaction_session_timeout') as it")
+        row = seen.iloc[0]
+        db.log_session(program="ipython-sql", pid=int(row["pid"]), user=row["usr"],
+                       application_name=f"kbmigrate %sql {self.step} {self.run_id}"[:63], lock_timeout=row["lt"],
+                       statement_timeout=row["st"], idle_in_transaction_session_timeout=row["it"])
+        return f"%sql connected to {self.target.label} (lock_timeout {limits.lock_timeout}, " \
+               f"statement_timeout {limits.statement_timeout})"
 
     def ledger(self) -> pd.DataFrame:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
+
+
+def name_the_blocker(step: Step) -> None:
+    """A statement stopped by lock_timeout or statement_timeout ends its cell with one line that
+    names the blocker (or the limit) and what to do, above the usual traceback."""
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is None:
+        return
+
+    def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+        try:
+            limits = f"({step.params.statement_timeout} in a change, {step.params.read_timeout} in a read)"
+            with blockers.named(step.step, step.run_id, step.params.lock_timeout, limits):
+                raise value
+        except KbError as named:  # the error the cell ends with is the named one (papermill reports it)
+            stb = [f"{type(named).__name__}: {named.message}", "", *stb]
+            shell._showtraceback(type(named), named, stb)
+        except BaseException:
+            shell._showtraceback(etype, value, stb)
+        return stb
+
+    ip.set_custom_exc((psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled), handler)
 
 
 def readable_tables() -> None:

@@ -21,18 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import KernelManager
+import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
-from kbmigrate.engine import plan
-from kbmigrate.run import manifest, notebooks, report, summary
+from kbmigrate.engine import blockers, plan
+from kbmigrate.run import interrupt, manifest, notebooks, report, summary
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import BadParameter, NoGo, RunFailed, SecretInArtifact
+from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, RUNS_DIR, shown
+from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, RUNS_DIR, from_evidence, shown
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
@@ -63,8 +64,12 @@ class IpcKernelManager(KernelManager):
                 log.close()  # the child has its own copy of the descriptor
         else:
             await super()._async_launch_kernel(kernel_cmd, **kw)
+        self._pgid = getattr(self.provisioner, "pgid", None)
+        if self._pgid:
+            interrupt.KERNEL_GROUPS.add(self._pgid)  # a signal to the run interrupts this kernel
 
     def cleanup_resources(self, restart: bool = False) -> None:
+        interrupt.KERNEL_GROUPS.discard(getattr(self, "_pgid", None) or 0)
         super().cleanup_resources(restart=restart)
         if not restart:
             shutil.rmtree(self._socket_folder, ignore_errors=True)
@@ -164,32 +169,109 @@ def _failure_reason(exc: PapermillExecutionError) -> str:
 
 def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
         only: list[str] | None = None, progress: bool = True, echo: Any = print,
-        notebooks: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters)."""
+        notebooks: list[str] | None = None, extra: dict[str, Any] | None = None,
+        resume: bool = False) -> dict[str, Any]:
+    """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters).
+    With ``resume``, continue run ``run_id`` in its own folder (see ``reopen``)."""
     params.validate()
     run_id = run_id or new_run_id()
     if not run_id.replace("-", "").replace("_", "").isalnum():
         raise BadParameter(name="--run-id", reason="use letters, digits, - and _ only")
     folder = RUNS_DIR / run_id
-    if folder.exists():
-        raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
-    steps = notebooks or select_steps(from_step, only)
-
-    ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
-    if not ok:
-        raise NoGo(target=target.label, reason=detail)
-    with run_lock(target, f"run {run_id}"), private_files():
-        with db.connect(target, autocommit=True) as conn:
-            record = manifest.new(run_id, conn, target, params, extra or {})
-        record["sql_files"] = plan.sql_files_used()
-        folder.mkdir(parents=True)
-        manifest.keep_sql(folder, record["sql_files"])
-        manifest.write(folder, record, target)
+    if resume:
+        record = manifest.load_for_resume(run_id)
+        steps = remaining_steps(record)
+    else:
+        if folder.exists():
+            raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
+        steps = notebooks or select_steps(from_step, only)
+    with private_files(), session_log(folder, fresh=not resume):
         try:
-            return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
-        finally:
-            with db.connect(target, autocommit=True, application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
-                manifest.seal(conn, folder, record)
+            ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
+            if not ok:
+                raise NoGo(target=target.label, reason=detail)
+            with run_lock(target, f"run {run_id}"):
+                if resume:
+                    with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
+                        where = (conn.info.dbname, str(conn.info.port))
+                    if where != (record["target"]["database"], str(record["target"]["port"])):
+                        raise BadParameter(name="--resume", reason=f"run {run_id} was made on database "
+                                           f"{record['target']['database']} (port {record['target']['port']}), not "
+                                           f"{where[0]} (port {where[1]}); name its database with --dsn")
+                    reopen(record, target, params, steps)
+                else:
+                    with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
+                        record = manifest.new(run_id, conn, target, params, extra or {})
+                    record["plan"] = steps
+                    record["sql_files"] = plan.sql_files_used()
+                    manifest.keep_sql(folder, record["sql_files"])
+                manifest.write(folder, record, target)
+                try:
+                    return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
+                finally:
+                    with db.connect(target, autocommit=True,
+                                    application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
+                        manifest.seal(conn, folder, record)
+        except BaseException:
+            if not resume and not (folder / "manifest.json").exists():  # refused before it began: nothing to keep
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def remaining_steps(record: dict[str, Any]) -> list[str]:
+    """The steps of a run not yet succeeded, in the run's order."""
+    done = {e.get("step") or Path(e["notebook"]).stem for e in record.get("steps", []) if e["status"] == "succeeded"}
+    order = record.get("plan") or (["07_rollback"] if "rollback_of" in record.get("parameters", {}) else list(plan.STEPS))
+    left = [s for s in order if s not in done]
+    if not left:
+        raise BadParameter(name="--resume", reason=f"every step of run {record['run_id']} has succeeded; nothing to resume")
+    return left
+
+
+def reopen(record: dict[str, Any], target: Target, params: RunParams, steps: list[str]) -> None:
+    """Continue a failed or interrupted run in its folder: its finished steps (and its backup) are
+    kept; the notebook of the step that stopped is kept as ``<step>.attempt<n>.ipynb`` and the step
+    runs again as attempt n+1. The SQL must be the SQL the run kept, or the evidence would not hold
+    the code that ran."""
+    folder = RUNS_DIR / record["run_id"]
+    now = plan.sql_files_used()
+    if now != record.get("sql_files"):
+        changed = sorted(k for k in {*now, *record.get("sql_files", {})} if now.get(k) != record["sql_files"].get(k))
+        raise BadParameter(name="--resume", reason=f"the SQL changed since run {record['run_id']} began "
+                           f"({', '.join(changed[:5])}); start a new run (--from {steps[0]}) so its evidence "
+                           "holds the SQL it runs")
+    for entry in record["steps"]:
+        if entry["status"] != "succeeded" and not entry.get("superseded"):
+            step = entry.get("step") or Path(entry["notebook"]).stem
+            old = from_evidence(entry["notebook"])
+            kept = old.with_name(f"{step}.attempt{entry.get('attempt', 1)}.ipynb")
+            if old.exists() and old.name == f"{step}.ipynb":
+                old.replace(kept)
+                entry["notebook"] = shown(kept)
+            entry["superseded"] = True
+    record.setdefault("resumed", []).append({
+        "at": manifest.utc_now(), "status_before": record["status"], "operator": manifest.operator(),
+        "code": manifest.code(), "steps": steps,
+        "parameters_changed": {k: v for k, v in params.as_dict().items() if record["parameters"].get(k) != v}})
+    record["parameters"].update(params.as_dict())
+    record["status"], record["ended_at"] = "running", None
+    record.pop("interrupted", None)
+
+
+@contextmanager
+def session_log(folder: Path, *, fresh: bool) -> Iterator[None]:
+    """Every session the run opens (here and in its kernels) is listed in runs/<id>/sessions.jsonl
+    with the bounds the server holds for it (see ``db.connect``)."""
+    folder.mkdir(parents=True, exist_ok=not fresh)
+    saved = os.environ.get(db.SESSION_LOG)
+    os.environ[db.SESSION_LOG] = str(folder / "sessions.jsonl")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(db.SESSION_LOG, None)
+        else:
+            os.environ[db.SESSION_LOG] = saved
 
 
 @contextmanager
@@ -203,32 +285,59 @@ def private_files() -> Iterator[None]:
         os.umask(old)
 
 
+def mark_interrupted(path: Path, stop: interrupt.Stop) -> None:
+    """Put a plain mark at the top of a step's notebook: what stopped it, and what was ended."""
+    book = nbformat.read(path, as_version=4)
+    note = (f"**Interrupted** by {stop.signal} at {stop.at}. kbmigrate cancelled this step's statements and "
+            f"ended its database sessions (pids {', '.join(map(str, sorted(set(stop.sessions_ended)))) or 'none left'}); "
+            "the transaction in progress was rolled back. The cells below show what ran before.")
+    book.cells.insert(0, nbformat.v4.new_markdown_cell(note, metadata={"tags": ["kbmigrate-interrupted"]}))
+    nbformat.write(book, path)
+
+
 def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
              record: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    failure: RunFailed | None = None
+    failure: Exception | None = None
     kernels = type("RunKernelManager", (IpcKernelManager,), {"log_path": folder / "kernels.log"})
-    with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target):
+    parameters = {k: v for k, v in record["parameters"].items() if k not in ("run_id",)}
+    with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target), \
+            interrupt.stop_on_signals(target, run_id, lambda m: echo(m), manifest.utc_now) as stop, \
+            blockers.Watcher(target, run_id, lambda line: echo(f"  {line}")):
         for step in steps:
+            if stop.signal:
+                break
             out = folder / f"{step}.ipynb"
-            entry: dict[str, Any] = {"notebook": shown(out), "status": "running", "start": manifest.utc_now()}
+            attempt = 1 + sum(1 for e in record["steps"] if (e.get("step") or Path(e["notebook"]).stem) == step)
+            entry: dict[str, Any] = {"step": step, "attempt": attempt, "notebook": shown(out), "status": "running",
+                                     "start": manifest.utc_now()}
             record["steps"].append(entry)
+            manifest.write(folder, record, target)
             t0 = time.monotonic()
-            echo(f"▶ {step} …")
+            echo(f"▶ {step} …" if attempt == 1 else f"▶ {step} (attempt {attempt}) …")
             try:
                 papermill.execute_notebook(
-                    notebooks.read(step), str(out), parameters={"run_id": run_id, **params.as_dict(), **extra},
+                    notebooks.read(step), str(out), parameters={"run_id": run_id, **parameters, **extra},
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
                     request_save_on_cell_execute=True, kernel_manager_class=kernels,
                 )
                 entry["status"] = "succeeded"
             except PapermillExecutionError as exc:
                 entry["status"] = "failed"
-                entry["error"] = target.redact(_failure_reason(exc))
+                entry["error"] = target.redact(_failure_reason(exc)).rstrip(".")
                 failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
             except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
                 entry["status"] = "failed"
                 entry["error"] = target.redact(f"the notebook kernel failed: {exc}")
                 failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
+            except KeyboardInterrupt:  # a second signal: stop at once, still leaving a true record
+                entry["status"], entry["error"] = "interrupted", f"stopped at once by a second {stop.signal}"
+                failure = Interrupted(run=run_id, signal=stop.signal or "SIGINT", step=step, evidence=shown(folder))
+            if stop.signal and not isinstance(failure, Interrupted):
+                entry["status"] = "interrupted"
+                entry["error"] = f"interrupted by {stop.signal}" + (f" ({entry['error']})" if entry.get("error") else "")
+                failure = Interrupted(run=run_id, signal=stop.signal, step=step, evidence=shown(folder))
+                if out.exists():
+                    mark_interrupted(out, stop)
             entry["end"] = manifest.utc_now()
             entry["seconds"] = round(time.monotonic() - t0, 2)
             if out.exists():
@@ -241,9 +350,14 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             manifest.write(folder, record, target)
             if failure:
                 break
+        if stop.signal and failure is None:  # stopped between steps
+            failure = Interrupted(run=run_id, signal=stop.signal, step="the pause between two steps", evidence=shown(folder))
+        if stop.signal:
+            stop.done.set()
+            record["interrupted"] = stop.as_dict()
     tidy_log(folder / "kernels.log", target)
     record["ended_at"] = manifest.utc_now()
-    record["status"] = "failed" if failure else "succeeded"
+    record["status"] = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
     with db.connect(target, autocommit=True, application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
         record["changed"] = summary.numbers(conn, run_id)
     manifest.write(folder, record, target)
@@ -253,6 +367,3 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     if failure:
         raise failure
     return record
-
-
-

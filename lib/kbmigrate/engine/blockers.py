@@ -1,0 +1,130 @@
+"""Who a step waits for: said while it waits, named when it stops.
+
+A ``Watcher`` is a thread with a session of its own that looks, a few times a second, whether
+any session of the run (its ``application_name`` names the run) waits for a lock, and for whom
+(``pg_blocking_pids``). While one waits it says so, with the blocker's pid, application, user,
+state, age and first line of query. When the wait ends in ``lock_timeout`` the waiter is no
+longer waiting, so ``who()`` names the blocker the watcher saw last, or else the sessions holding
+locks on the tables a run works on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.errors import Blocked, TooSlow
+from kbmigrate.paths import read_sql
+
+SAY_EVERY = 5.0      # seconds between two "still waiting" lines
+REMEMBER = 30.0      # how long a blocker seen stays the answer to who()
+
+_lock = threading.Lock()
+_seen: dict[str, Any] = {"at": 0.0, "rows": []}
+_watchers: list["Watcher"] = []
+
+
+def pattern(run_id: str) -> str:
+    """The LIKE pattern of a run's own sessions: every one is named ``kbmigrate … <run_id>``."""
+    escaped = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"kbmigrate%{escaped}%"
+
+
+def describe(row: dict[str, Any]) -> str:
+    """One blocker in one line."""
+    age = dt.timedelta(seconds=int(row.get("seconds") or 0))
+    held = f", holds {row['mode']} on {row['relation']}" if row.get("mode") else ""
+    query = (row.get("query") or "").strip()
+    doing = f' running "{query}"' if query and row.get("state") == "active" else f' (last query "{query}")' if query else ""
+    return f"pid {row['pid']} ({row['application']}, user {row['user']}, {row['state']} for {age}{held}){doing}"
+
+
+def waiting_line(rows: list[dict[str, Any]]) -> str:
+    first = rows[0]
+    what = f" for {first['waits_for']}" if first.get("waits_for") else ""
+    return f"⏳ waiting {first['waited_seconds']} s for a lock{what}, held by " + " and ".join(describe(r) for r in rows[:3])
+
+
+class Watcher:
+    """Watch the sessions of a run for lock waits; ``say`` each wait (a line) as it goes on."""
+
+    def __init__(self, target: Target, run_id: str, say: Callable[[str], None], *, interval: float = 0.2) -> None:
+        self.target, self.run_id, self.say, self.interval = target, run_id, say, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"kbmigrate watch {run_id}", daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        _watchers.append(self)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self in _watchers:
+            _watchers.remove(self)
+
+    def _loop(self) -> None:
+        try:
+            conn = db.connect(self.target, autocommit=True, application_name=f"kbmigrate watch {self.run_id}"[:63])
+        except Exception:  # the step itself will meet (and name) the connection problem
+            return
+        query, said = read_sql("report/blockers.sql"), 0.0
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    rows = db.rows(conn, query, {"pattern": pattern(self.run_id)})
+                except psycopg.Error:
+                    return
+                if not rows:
+                    said = 0.0
+                    continue
+                with _lock:
+                    _seen.update(at=time.monotonic(), rows=rows)
+                if time.monotonic() - said >= SAY_EVERY:
+                    said = time.monotonic()
+                    self.say(waiting_line(rows))
+        finally:
+            conn.close()
+
+
+def who(run_id: str = "") -> str:
+    """The session the last lock wait was for, in words."""
+    with _lock:
+        rows = list(_seen["rows"]) if time.monotonic() - _seen["at"] <= REMEMBER else []
+    if rows:
+        return " and ".join(describe(r) for r in rows[:3])
+    target = _watchers[-1].target if _watchers else None
+    if target is not None:
+        try:
+            with db.connect(target, autocommit=True, application_name=f"kbmigrate who {run_id}"[:63]) as conn:
+                held = db.rows(conn, read_sql("report/lock_holders.sql"), {"pattern": pattern(run_id or "\x00")})
+            if held:
+                return " and ".join(describe(r) for r in sorted(held, key=lambda r: -int(r["seconds"] or 0))[:3])
+        except Exception:
+            pass
+    return "the blocking session let go before it could be named (see pg_stat_activity)"
+
+
+@contextmanager
+def named(step: str, run_id: str, lock_timeout: str, statement_timeout: str) -> Iterator[None]:
+    """A statement that stops on ``lock_timeout`` or ``statement_timeout`` becomes one line that
+    names the blocker (or the limit) and what to do."""
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable:
+        raise Blocked(step=step, within=f"within lock_timeout {lock_timeout}", blocker=who(run_id),
+                      run=run_id) from None
+    except psycopg.errors.QueryCanceled as exc:
+        diag = getattr(exc, "diag", None)
+        if "statement timeout" not in str(diag.message_primary if diag else exc):
+            raise
+        raise TooSlow(step=step, limit=statement_timeout, run=run_id) from None
