@@ -9,17 +9,20 @@ import pytest
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
-from kbmigrate.errors import StepFailed
+from kbmigrate.errors import Blocked
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
 
 
+HOLDER: list[int] = []
+
+
 def _hold_lock(target: Target, seconds: float, ready: threading.Event) -> None:
-    with db.connect(target) as conn:
+    with db.connect(target, application_name="a long app read") as conn:
         conn.execute("lock table knowledge_base in access share mode")  # what any long app read holds
-        conn.execute("select 1")
+        HOLDER[:] = [db.scalar(conn, "select pg_backend_pid()")]
         ready.set()
         time.sleep(seconds)
         conn.rollback()
@@ -34,10 +37,12 @@ def test_busy_table_retries_then_succeeds_or_stops(server: Target) -> None:
         blocker.start()
         ready.wait(10)
         started = time.monotonic()
-        with db.connect(target, autocommit=True) as conn, pytest.raises(StepFailed) as exc:
+        with db.connect(target, autocommit=True) as conn, pytest.raises(Blocked) as exc:
             apply_step(conn, "02_schema", params, "busy", progress=False)
         waited = time.monotonic() - started
         assert "could not get a lock within 200ms after 4 tries" in exc.value.message
+        assert f"blocked by pid {HOLDER[0]} (a long app read, user postgres, idle in transaction" in exc.value.message
+        assert "AccessShareLock on knowledge_base" in exc.value.message
         assert waited < 10  # bounded: 4 x 200 ms plus backoff, never stuck behind the blocker
         with db.connect(target) as conn:
             assert db.scalar(conn, "select count(*) from pg_attribute where attrelid = 'knowledge_base'::regclass "

@@ -122,7 +122,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     try:
         if change.has("notx"):  # outside a transaction; ledgered right after, with its verify
             transaction.with_lock_retries(params, change.step, change.name,
-                                          lambda: _deploy_notx(conn, change, params, deploy))
+                                          lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
             done = as_change(verify_after_notx)
         else:
             done = as_change(deploy_and_verify)

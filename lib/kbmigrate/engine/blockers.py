@@ -96,22 +96,27 @@ class Watcher:
             conn.close()
 
 
-def who(run_id: str = "") -> str:
-    """The session the last lock wait was for, in words."""
+def who(run_id: str = "", conn: psycopg.Connection[Any] | None = None) -> str:
+    """The session the last lock wait was for, in words: as the watcher saw it, else the sessions
+    holding locks on the run's tables (asked on ``conn`` when it is idle, or on a new session)."""
     with _lock:
         rows = list(_seen["rows"]) if time.monotonic() - _seen["at"] <= REMEMBER else []
     if rows:
         return " and ".join(describe(r) for r in rows[:3])
-    target = _watchers[-1].target if _watchers else None
-    if target is not None:
-        try:
-            with db.connect(target, autocommit=True, application_name=f"kbmigrate who {run_id}"[:63]) as conn:
-                held = db.rows(conn, read_sql("report/lock_holders.sql"), {"pattern": pattern(run_id or "\x00")})
-            if held:
-                return " and ".join(describe(r) for r in sorted(held, key=lambda r: -int(r["seconds"] or 0))[:3])
-        except Exception:
-            pass
-    return "the blocking session let go before it could be named (see pg_stat_activity)"
+    query, args = read_sql("report/lock_holders.sql"), {"pattern": pattern(run_id or "\x00")}
+    held: list[dict[str, Any]] = []
+    try:
+        if conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            held = db.rows(conn, query, args)
+        elif _watchers:
+            with db.connect(_watchers[-1].target, autocommit=True,
+                            application_name=f"kbmigrate who {run_id}"[:63]) as own:
+                held = db.rows(own, query, args)
+    except psycopg.Error:
+        pass
+    if held:
+        return " and ".join(describe(r) for r in sorted(held, key=lambda r: -int(r["seconds"] or 0))[:3])
+    return "a session that let go before it could be named (see pg_stat_activity)"
 
 
 @contextmanager

@@ -55,7 +55,8 @@ def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, 
         conn.execute("select set_config(%s, %s, true)", (name, value))
 
 
-def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "") -> T:
+def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "",
+                      conn: psycopg.Connection[Any] | None = None) -> T:
     """``attempt()`` again when it fails on lock_timeout (or a deadlock), with backoff, a bounded
     number of times; then Blocked, naming the session it waited for."""
     delay = 0.2
@@ -64,7 +65,7 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
             return attempt()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
             if tried == params.lock_retries:
-                blocker = blockers.who(run_id) if isinstance(exc, psycopg.errors.LockNotAvailable) \
+                blocker = blockers.who(run_id, conn) if isinstance(exc, psycopg.errors.LockNotAvailable) \
                     else f"a deadlock every time ({error_text(exc)})"
                 raise Blocked(step=f"{step} ({change})", within=f"within {params.lock_timeout} after "
                               f"{params.lock_retries + 1} tries", blocker=blocker, run=run_id or "RUN_ID") from None
@@ -86,7 +87,7 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
             ledger.record(conn, run_id=run_id, step=step, change=change, sql_sha256=sha,
                           rows_affected=done.rows, outcome=done.outcome, detail=done.detail)
             return done
-    return with_lock_retries(params, step, change, attempt, run_id)
+    return with_lock_retries(params, step, change, attempt, run_id, conn)
 
 
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,

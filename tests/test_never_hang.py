@@ -1,0 +1,212 @@
+"""Never hang, stop when told, resume in place (issue 13), with a real second session.
+
+- A session holding ACCESS EXCLUSIVE on the KB tables blocks each step in turn (preflight,
+  backup, schema, backfill, seed, import, smoke): each stops within its bound naming the
+  blocker's pid, and ``--resume`` in the same folder finally ends where an undisturbed run ends.
+  The rollback, blocked the same way, stops too and then succeeds on resume.
+- SIGINT and SIGTERM during a blocked statement end the run within 5 s, status ``interrupted``,
+  exit 130/143, no session or kernel left.
+- Every session the tool opened during a run, as seen from outside (pg_stat_activity, sampled by
+  the test), is in the run's session log with a lock_timeout, a statement_timeout and an
+  idle_in_transaction_session_timeout the server holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import psycopg
+from psycopg import sql
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR
+
+from conftest import drop, new_demo, run_cli
+from test_crash import state
+
+EXE = Path(sys.executable).parent / "kbmigrate"
+FAST = ["-p", "lock_timeout=500ms", "-p", "lock_retries=1", "--no-progress"]
+BOUND = 45.0  # seconds a blocked step may take in all: kernel start, the waits and retries, the report
+
+
+@contextmanager
+def holding(target: Target, tables: list[str]) -> Iterator[int]:
+    """A second session holding ACCESS EXCLUSIVE on ``tables`` (those that exist) until the block ends; yields its pid."""
+    conn = psycopg.connect(target.conninfo, application_name="a blocking app")
+    try:
+        pid = db.scalar(conn, "select pg_backend_pid()")
+        for table in tables:
+            if db.scalar(conn, "select to_regclass(%s) is not null", (table,)):
+                conn.execute(sql.SQL("lock table {} in access exclusive mode").format(sql.Identifier(*table.split("."))))
+        yield pid
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def manifest(run_id: str) -> dict[str, Any]:
+    return json.loads((RUNS_DIR / run_id / "manifest.json").read_text())
+
+
+def leftovers(target: Target, run_id: str) -> list[dict[str, Any]]:
+    with db.connect(target, autocommit=True, application_name="test observer") as conn:
+        return db.rows(conn, "select pid, application_name, state from pg_stat_activity "
+                             "where application_name like %s", (f"%{run_id}%",))
+
+
+KB_TABLES = ["public.knowledge_base", "public.knowledge_base_sections"]
+
+
+def test_a_lock_held_in_each_step_stops_it_naming_the_blocker_and_resume_finishes(server: Target) -> None:
+    blocked = new_demo(server, "kbt_hang")
+    reference = new_demo(server, "kbt_hang_ref")
+    run_id = f"hang-{os.getpid()}"
+    try:
+        steps_seen: list[str] = []
+        first = True
+        while True:
+            with holding(blocked, KB_TABLES) as pid:
+                args = ["run", "--dsn", blocked.conninfo, *(["--run-id", run_id] if first else ["--resume", run_id]), *FAST]
+                t0 = time.monotonic()
+                done = run_cli(*args)
+                took = time.monotonic() - t0
+            first = False
+            if done.returncode == 0:
+                break
+            record = manifest(run_id)
+            stopped = [s for s in record["steps"] if s["status"] != "succeeded"][-1]
+            assert done.returncode == 1, done.stderr
+            assert f"blocked by pid {pid} (a blocking app" in done.stderr, done.stderr
+            assert "could not get a lock within" in done.stderr and f"--resume {run_id}" in done.stderr
+            assert took < BOUND, f"{stopped['step']} took {took:.1f} s to stop"
+            assert stopped["step"] not in steps_seen, f"{stopped['step']} stopped twice: resume did not go on"
+            steps_seen.append(stopped["step"])
+            assert not leftovers(blocked, run_id)
+            assert len(steps_seen) < 10
+        # the lock only stops the steps that need it: every step of the plan was stopped once
+        assert steps_seen == ["00_preflight", "01_backup", "02_schema", "03_backfill", "04_seed_sections",
+                              "05_import_legacy", "06_smoke_tests"]
+        record = manifest(run_id)
+        assert record["status"] == "succeeded" and len(record["resumed"]) == 7
+        for step in steps_seen:  # attempt 1's notebook kept beside the one that succeeded
+            assert (RUNS_DIR / run_id / f"{step}.attempt1.ipynb").exists()
+            assert [s["attempt"] for s in record["steps"] if s["step"] == step] == [1, 2]
+        assert record["backup"]["sha256"]
+        assert run_cli("verify", run_id, "--dsn", blocked.conninfo).returncode == 0
+
+        untouched = run_cli("run", "--dsn", reference.conninfo, "--no-progress")
+        assert untouched.returncode == 0, untouched.stderr
+        assert state(blocked) == state(reference)
+
+        # the rollback, blocked, stops naming the blocker; resumed, it restores
+        rb = f"{run_id}-rb"
+        with holding(blocked, KB_TABLES) as pid:
+            done = run_cli("rollback", "--run", run_id, "--confirm", run_id, "--rollback-id", rb,
+                           "--dsn", blocked.conninfo, *FAST)
+        assert done.returncode == 1 and f"blocked by pid {pid}" in done.stderr, done.stderr
+        assert manifest(rb)["status"] == "failed"
+        again = run_cli("run", "--resume", rb, "--dsn", blocked.conninfo, "--no-progress")
+        assert again.returncode == 0, again.stderr
+        assert manifest(rb)["status"] == "succeeded"
+    finally:
+        drop(server, blocked)
+        drop(server, reference)
+
+
+def _interrupt_blocked_run(target: Target, sig: signal.Signals) -> tuple[int, float, str, str]:
+    run_id = f"sig{sig.name.lower()}-{os.getpid()}"
+    with holding(target, KB_TABLES):
+        proc = subprocess.Popen([str(EXE), "run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
+                                 "-p", "lock_timeout=10min", "-p", "read_timeout=10min"],
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        with db.connect(target, autocommit=True, application_name="test observer") as conn:
+            while not db.scalar(conn, "select exists(select 1 from pg_stat_activity where application_name like %s "
+                                      "and wait_event_type = 'Lock')", (f"kbmigrate%{run_id}%",)):
+                assert proc.poll() is None and time.monotonic() < deadline, "the run never got to wait for the lock"
+                time.sleep(0.1)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+    return proc.returncode, took, err, run_id
+
+
+def kernels() -> set[int]:
+    found = subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True, text=True).stdout
+    return {int(p) for p in found.split()}
+
+
+def test_sigint_and_sigterm_stop_a_blocked_run_within_5_seconds(server: Target) -> None:
+    target = new_demo(server, "kbt_sig")
+    try:
+        for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+            before = kernels()
+            returncode, took, err, run_id = _interrupt_blocked_run(target, sig)
+            assert returncode == code, err
+            assert took < 5, f"{sig.name}: the run took {took:.1f} s to stop"
+            assert f"interrupted ({sig.name})" in err and "Traceback" not in err, err
+            record = manifest(run_id)
+            assert record["status"] == "interrupted" and record["interrupted"]["signal"] == sig.name
+            step = record["steps"][-1]
+            assert step["status"] == "interrupted" and step["step"] == "00_preflight"
+            book = nbformat.read(RUNS_DIR / run_id / "00_preflight.ipynb", as_version=4)
+            assert "kbmigrate-interrupted" in book.cells[0].metadata.get("tags", [])
+            assert not leftovers(target, run_id)
+            assert not kernels() - before, "a kernel of the interrupted run is still alive"
+            assert (RUNS_DIR / run_id / "report.html").exists()
+            assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
+    finally:
+        drop(server, target)
+
+
+def test_every_session_of_a_run_is_bounded(server: Target) -> None:
+    target = new_demo(server, "kbt_sessions")
+    run_id = f"sessions-{os.getpid()}"
+    seen: dict[int, str] = {}
+    stop = threading.Event()
+
+    def observe() -> None:  # from outside: every client session on the database, whatever opened it
+        with db.connect(target, autocommit=True, application_name="test observer") as conn:
+            while not stop.is_set():
+                for r in db.rows(conn, "select pid, application_name from pg_stat_activity where datname = "
+                                       "current_database() and backend_type = 'client backend' and pid <> pg_backend_pid()"):
+                    seen.setdefault(r["pid"], r["application_name"])
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=observe)
+    watcher.start()
+    try:
+        done = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress")
+    finally:
+        stop.set()
+        watcher.join()
+    try:
+        assert done.returncode == 0, done.stderr
+        log = [json.loads(line) for line in (RUNS_DIR / run_id / "sessions.jsonl").read_text().splitlines()]
+        by_pid = {e["pid"]: e for e in log if e.get("pid")}
+        by_name = {e["application_name"] for e in log}
+        assert len(seen) >= 10, seen  # the observer did see the run's sessions
+        unlisted = {pid: app for pid, app in seen.items() if pid not in by_pid and app not in by_name}
+        assert not unlisted, f"sessions the run opened without listing them: {unlisted}"
+        for entry in log:
+            if entry["program"] in ("psycopg", "ipython-sql"):
+                for key in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
+                    assert entry[key] not in ("0", "", None), entry
+            else:  # pg_dump, pg_restore: bounded from outside
+                assert entry["wall_clock_seconds"] > 0 and entry["application_name"].startswith("kbmigrate")
+        assert {e["program"] for e in log} >= {"psycopg", "ipython-sql", "pg_dump", "pg_restore"}
+    finally:
+        drop(server, target)
