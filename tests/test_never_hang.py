@@ -69,57 +69,56 @@ def leftovers(target: Target, run_id: str) -> list[dict[str, Any]]:
 KB_TABLES = ["public.knowledge_base", "public.knowledge_base_sections"]
 
 
+STEPS = ["00_preflight", "01_backup", "02_schema", "03_backfill", "04_seed_sections", "05_import_legacy",
+         "06_smoke_tests"]
+
+
 def test_a_lock_held_in_each_step_stops_it_naming_the_blocker_and_resume_finishes(server: Target) -> None:
+    """Step by step (each a run of its own, so that the lock meets that step and no earlier one):
+    blocked, it stops in bounds naming the blocker; resumed in its folder, it finishes."""
     blocked = new_demo(server, "kbt_hang")
     reference = new_demo(server, "kbt_hang_ref")
-    run_id = f"hang-{os.getpid()}"
+    base = f"hang-{os.getpid()}"
     try:
-        steps_seen: list[str] = []
-        first = True
-        while True:
+        for step in STEPS:
+            run_id = f"{base}-{step[:2]}"
             with holding(blocked, KB_TABLES) as pid:
-                args = ["run", "--dsn", blocked.conninfo, *(["--run-id", run_id] if first else ["--resume", run_id]), *FAST]
                 t0 = time.monotonic()
-                done = run_cli(*args)
+                done = run_cli("run", "--dsn", blocked.conninfo, "--run-id", run_id, "--only", step[:2], *FAST)
                 took = time.monotonic() - t0
-            first = False
-            if done.returncode == 0:
-                break
-            record = manifest(run_id)
-            stopped = [s for s in record["steps"] if s["status"] != "succeeded"][-1]
-            assert done.returncode == 1, done.stderr
+            assert done.returncode == 1, f"{step}: {done.stdout}{done.stderr}"
             assert f"blocked by pid {pid} (a blocking app" in done.stderr, done.stderr
-            assert "could not get a lock within" in done.stderr and f"--resume {run_id}" in done.stderr
-            assert took < BOUND, f"{stopped['step']} took {took:.1f} s to stop"
-            assert stopped["step"] not in steps_seen, f"{stopped['step']} stopped twice: resume did not go on"
-            steps_seen.append(stopped["step"])
+            assert "could not get a lock within" in done.stderr and f"--resume {run_id}" in done.stderr, done.stderr
+            assert "⏳ waiting" in done.stdout, f"{step}: the output never said it was waiting"
+            assert took < BOUND, f"{step} took {took:.1f} s to stop"
+            assert manifest(run_id)["status"] == "failed"
             assert not leftovers(blocked, run_id)
-            assert len(steps_seen) < 10
-        # the lock only stops the steps that need it: every step of the plan was stopped once
-        assert steps_seen == ["00_preflight", "01_backup", "02_schema", "03_backfill", "04_seed_sections",
-                              "05_import_legacy", "06_smoke_tests"]
-        record = manifest(run_id)
-        assert record["status"] == "succeeded" and len(record["resumed"]) == 7
-        for step in steps_seen:  # attempt 1's notebook kept beside the one that succeeded
+
+            again = run_cli("run", "--dsn", blocked.conninfo, "--resume", run_id, "--no-progress")
+            assert again.returncode == 0, again.stderr
+            record = manifest(run_id)
+            assert record["status"] == "succeeded" and len(record["resumed"]) == 1
+            assert [(s["step"], s["attempt"], s["status"]) for s in record["steps"]] == \
+                [(step, 1, "failed"), (step, 2, "succeeded")]
             assert (RUNS_DIR / run_id / f"{step}.attempt1.ipynb").exists()
-            assert [s["attempt"] for s in record["steps"] if s["step"] == step] == [1, 2]
-        assert record["backup"]["sha256"]
-        assert run_cli("verify", run_id, "--dsn", blocked.conninfo).returncode == 0
+            assert run_cli("verify", run_id, "--dsn", blocked.conninfo).returncode == 0
 
         untouched = run_cli("run", "--dsn", reference.conninfo, "--no-progress")
         assert untouched.returncode == 0, untouched.stderr
         assert state(blocked) == state(reference)
 
-        # the rollback, blocked, stops naming the blocker; resumed, it restores
-        rb = f"{run_id}-rb"
+        # the rollback, blocked, stops naming the blocker; resumed, it restores the backup
+        rb, of = f"{base}-rb", f"{base}-01"
         with holding(blocked, KB_TABLES) as pid:
-            done = run_cli("rollback", "--run", run_id, "--confirm", run_id, "--rollback-id", rb,
-                           "--dsn", blocked.conninfo, *FAST)
+            done = run_cli("rollback", "--run", of, "--confirm", of, "--rollback-id", rb, "--dsn", blocked.conninfo, *FAST)
         assert done.returncode == 1 and f"blocked by pid {pid}" in done.stderr, done.stderr
         assert manifest(rb)["status"] == "failed"
         again = run_cli("run", "--resume", rb, "--dsn", blocked.conninfo, "--no-progress")
         assert again.returncode == 0, again.stderr
         assert manifest(rb)["status"] == "succeeded"
+        with db.connect(blocked) as conn:  # back to the before-state: no section column
+            assert not db.scalar(conn, "select exists(select 1 from pg_attribute where attrelid = "
+                                       "'public.knowledge_base'::regclass and attname = 'section_id')")
     finally:
         drop(server, blocked)
         drop(server, reference)

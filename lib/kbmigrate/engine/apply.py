@@ -57,16 +57,17 @@ def composed(change: Change, params: RunParams) -> str | sql.Composed:
 
 def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunParams,
                   settings: dict[str, str]) -> tuple[bool, str]:
-    """Run the change's verify script in a transaction that is always rolled back."""
+    """Run the change's verify script in a transaction that is always rolled back. A verify that
+    could not get its lock, or ran out of time, has no verdict: that error goes on up."""
     try:
         with conn.transaction(force_rollback=True):
             transaction.begin(conn, params, settings)
             conn.execute(read_sql(change.verify))
         return True, ""
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        raise
     except psycopg.Error as exc:
         return False, error_text(exc)
-
-
 
 
 def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams) -> str | None:

@@ -29,17 +29,26 @@ def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
         out.update({f"rows: {change}": n for change, n in by_change.items()})
     if db.scalar(conn, "select to_regclass('kbmigrate.quarantine') is not null and "
                        "to_regclass('public.knowledge_base_sections') is not null"):
-        kb = db.rows(conn, """select count(*) as total, count(*) filter (where workspace_id is not null) as in_workspace,
-                                     count(*) filter (where is_shared) as shared,
-                                     count(*) filter (where workspace_id is null and not is_shared) as quarantined
-                              from public.knowledge_base""")[0]
-        out["KB entries now"] = kb["total"]
-        out["in a workspace"] = kb["in_workspace"]
-        out["shared"] = kb["shared"]
-        out["quarantined (listed for review)"] = kb["quarantined"]
-        out["assigned but matching a shared rule (listed for review)"] = len(
-            db.rows(conn, read_sql("report/review_shared_assigned.sql")))
-        out["sections"] = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
+        try:
+            out.update(_kb_now(conn))
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):  # a run stopped by a lock ends all the same
+            out["KB entries now"] = "not counted: another session holds a lock on the KB tables"
+    return out
+
+
+def _kb_now(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    kb = db.rows(conn, """select count(*) as total, count(*) filter (where workspace_id is not null) as in_workspace,
+                                 count(*) filter (where is_shared) as shared,
+                                 count(*) filter (where workspace_id is null and not is_shared) as quarantined
+                          from public.knowledge_base""")[0]
+    out["KB entries now"] = kb["total"]
+    out["in a workspace"] = kb["in_workspace"]
+    out["shared"] = kb["shared"]
+    out["quarantined (listed for review)"] = kb["quarantined"]
+    out["assigned but matching a shared rule (listed for review)"] = len(
+        db.rows(conn, read_sql("report/review_shared_assigned.sql")))
+    out["sections"] = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
     return out
 
 
