@@ -1,3 +1,7 @@
+-- squawk-ignore-file prefer-bigint-over-int
+-- (display_order is a section's place in a list of nine, and the application reads it as an
+-- integer; an existing table of some deployments has it so. 32 bits cannot run out here.)
+--
 -- knowledge_base_sections, created when absent. An existing table (some deployments already
 -- have one) is kept with its rows; the constraints the migration relies on are added if missing.
 create table if not exists public.knowledge_base_sections (
