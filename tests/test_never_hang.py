@@ -94,6 +94,9 @@ def test_a_lock_held_in_each_step_stops_it_naming_the_blocker_and_resume_finishe
             assert manifest(run_id)["status"] == "failed"
             assert not leftovers(blocked, run_id)
 
+            if step == "02_schema":  # it applied a change (the ledger) before the lock stopped it
+                refused = run_cli("run", "--dsn", blocked.conninfo, "--resume", run_id, "--new-backup", "--no-progress")
+                assert refused.returncode == 2 and "half-migrated" in refused.stderr, refused.stderr
             again = run_cli("run", "--dsn", blocked.conninfo, "--resume", run_id, "--no-progress")
             assert again.returncode == 0, again.stderr
             record = manifest(run_id)
@@ -150,6 +153,7 @@ def kernels() -> set[int]:
 
 def test_sigint_and_sigterm_stop_a_blocked_run_within_5_seconds(server: Target) -> None:
     target = new_demo(server, "kbt_sig")
+    runs: dict[signal.Signals, str] = {}
     try:
         for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
             before = kernels()
@@ -167,6 +171,27 @@ def test_sigint_and_sigterm_stop_a_blocked_run_within_5_seconds(server: Target) 
             assert not kernels() - before, "a kernel of the interrupted run is still alive"
             assert (RUNS_DIR / run_id / "report.html").exists()
             assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
+            runs[sig] = run_id
+
+        # a run whose SQL changed since it began is not resumed: its evidence would not hold the code that ran
+        path = RUNS_DIR / runs[signal.SIGINT] / "manifest.json"
+        record = json.loads(path.read_text())
+        record["sql_files"]["deploy/kb_columns.sql"] = "0" * 64
+        path.write_text(json.dumps(record))
+        refused = run_cli("run", "--resume", runs[signal.SIGINT], "--dsn", target.conninfo, "--no-progress")
+        assert refused.returncode == 2 and "the SQL changed since" in refused.stderr, refused.stderr
+
+        # the interrupted run, resumed, finishes in its own folder, and its report tells the story
+        done = run_cli("run", "--resume", runs[signal.SIGTERM], "--dsn", target.conninfo, "--no-progress",
+                       "-p", "lock_timeout=1s", "-p", "read_timeout=1min")
+        assert done.returncode == 0, done.stderr
+        record = manifest(runs[signal.SIGTERM])
+        assert record["status"] == "succeeded"
+        assert record["resumed"][0]["interrupted_before"]["signal"] == "SIGTERM"
+        assert record["resumed"][0]["parameters_changed"] == {"lock_timeout": "1s", "read_timeout": "1min"}
+        report = (RUNS_DIR / runs[signal.SIGTERM] / "report.html").read_text()
+        assert "<h2>History</h2>" in report and "SIGTERM" in report and "00_preflight.attempt1" in report
+        assert run_cli("verify", runs[signal.SIGTERM], "--dsn", target.conninfo).returncode == 0
     finally:
         drop(server, target)
 

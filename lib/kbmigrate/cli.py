@@ -16,7 +16,7 @@ from kbmigrate.engine import lock, plan, revert
 from kbmigrate.run import manifest as manifest_of
 from kbmigrate.run import notebooks, runner, summary
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
-from kbmigrate.errors import BadParameter, EvidenceBroken, KbError, NoSuchRun
+from kbmigrate.errors import BadParameter, Blocked, EvidenceBroken, KbError, NoSuchRun
 from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.engine.params import RunParams
 
@@ -147,8 +147,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra = {k: v for k, v in record["parameters"].items() if k not in known}
         target = _run_target(args, record)
         manifest = runner.run(target, params, run_id=args.resume, resume=True, extra=extra,
-                              progress=not args.no_progress)
+                              new_backup=args.new_backup, progress=not args.no_progress)
     else:
+        if args.new_backup:
+            raise BadParameter(name="--new-backup", reason="it goes with --resume RUN_ID (a new run takes its own backup)")
         params = _parse_params(args.param or [])
         target = _target(args)
         manifest = runner.run(target, params, run_id=args.run_id, from_step=args.from_step, only=args.only,
@@ -179,7 +181,10 @@ def cmd_revert(args: argparse.Namespace) -> int:
     target = _target(args)
     run_id = args.run_id or f"revert-{runner.new_run_id()}"
     with lock.run_lock(target, run_id), db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
-        done = revert.revert(conn, args.change, params, run_id)
+        try:
+            done = revert.revert(conn, args.change, params, run_id)
+        except Blocked as exc:
+            raise Blocked(**{**exc.details, "then": f"run 'kbmigrate revert {args.change}' again"}) from None
     for d in done:
         print(f"{d['change']}: {d['outcome']} in {d['seconds']} s (ledger run id {run_id})")
     return 0
@@ -331,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="RUN_ID",
                    help="continue a failed or interrupted run in its own folder: finished steps and the backup are "
                         "kept, the step that stopped runs again as its next attempt (-p may change a parameter)")
+    p.add_argument("--new-backup", action="store_true",
+                   help="with --resume: take the backup again (only while the run has changed nothing yet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
@@ -420,6 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KbError as exc:
         print(f"kbmigrate: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except psycopg.errors.LockNotAvailable:
+        from kbmigrate.engine import blockers
+
+        print(f"kbmigrate: {getattr(args, 'command', 'the command')} could not get a lock within its lock_timeout, "
+              f"blocked by {blockers.who()}; end or wait out that session and run it again", file=sys.stderr)
+        return 1
     except psycopg.Error as exc:
         secrets = conninfo.known_secrets(getattr(args, "dsn", None) or "")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -119,7 +119,11 @@ class KernelHoldsDatabase(KbError):
 
 
 class Blocked(KbError):
-    """Step {step} could not get a lock {within} and stopped, blocked by {blocker}. End or wait out that session, then continue with 'kbmigrate run --resume {run}'."""
+    """Step {step} could not get a lock {within} and stopped, blocked by {blocker}. End or wait out that session, then {then}."""
+
+    def __init__(self, **details: object) -> None:
+        details.setdefault("then", f"continue with 'kbmigrate run --resume {details.get('run', 'RUN_ID')}'")
+        super().__init__(**details)
 
 
 class TooSlow(KbError):

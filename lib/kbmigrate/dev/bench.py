@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from kbmigrate import db
+from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import demo
 from kbmigrate.engine import backfill
 from kbmigrate.run import runner
@@ -58,7 +59,7 @@ class Bench:
 
     # -- databases ---------------------------------------------------------------------------
     def ensure_base(self) -> None:
-        with db.connect(self.admin_target, autocommit=True) as admin:
+        with db.connect(self.admin_target, limits=DEV, autocommit=True) as admin:
             fresh = db.database_exists(admin, self.base) and demo.is_demo(admin, self.base) and \
                 f"size={self.size}," in str(db.scalar(admin, "select shobj_description(oid, 'pg_database') from pg_database "
                                                              "where datname = %s", (self.base,)))
@@ -68,21 +69,21 @@ class Bench:
 
     def copy(self, template: str | None = None) -> Target:
         name = f"kbbench_tmp_{uuid.uuid4().hex[:8]}"
-        with db.connect(self.admin_target, autocommit=True) as admin:
+        with db.connect(self.admin_target, limits=DEV, autocommit=True) as admin:
             db.create_database(admin, name, template=template or self.base)
         self.copies.append(name)
         return self.server.with_database(name)
 
     def drop(self, target: Target) -> None:
         name = target.params["dbname"]
-        with db.connect(self.admin_target, autocommit=True) as admin:
+        with db.connect(self.admin_target, limits=DEV, autocommit=True) as admin:
             db.drop_database(admin, name)
         if name in self.copies:
             self.copies.remove(name)
 
     def cleanup(self) -> None:
         for name in list(self.copies):
-            with db.connect(self.admin_target, autocommit=True) as admin:
+            with db.connect(self.admin_target, limits=DEV, autocommit=True) as admin:
                 db.drop_database(admin, name)
         self.copies.clear()
 
@@ -93,9 +94,9 @@ class Bench:
         batched = self.copy(schema_copy.params["dbname"])
         single = self.copy(schema_copy.params["dbname"])
         try:
-            with db.connect(batched, autocommit=True) as conn:
+            with db.connect(batched, limits=DEV, autocommit=True) as conn:
                 o = backfill.run(conn, change, RunParams(), "bench-batched", progress=False)
-            with db.connect(single, autocommit=True) as conn:
+            with db.connect(single, limits=DEV, autocommit=True) as conn:
                 t0 = time.perf_counter()
                 backfill.run(conn, change, RunParams(batch_size=1_000_000), "bench-single", progress=False)
                 single_seconds = time.perf_counter() - t0
@@ -109,7 +110,7 @@ class Bench:
         return out
 
     def rls_figures(self, migrated: Target, repeat: int = 30) -> dict[str, Any]:
-        with db.connect(migrated, autocommit=True) as conn:
+        with db.connect(migrated, limits=DEV, autocommit=True) as conn:
             apply_step(conn, "04_seed_sections", RunParams(), "bench", progress=False)
             conn.execute(read_sql("bench/assign_sections.sql"))
             conn.execute("analyze public.knowledge_base")
@@ -155,7 +156,7 @@ class Bench:
             quiet = self._load(idle, lambda: time.sleep(seconds))
 
             def migrate() -> None:
-                with db.connect(busy, autocommit=True) as conn:
+                with db.connect(busy, limits=DEV, autocommit=True) as conn:
                     apply_step(conn, "02_schema", RunParams(), "bench-traffic", progress=False)
                     apply_step(conn, "03_backfill", RunParams(), "bench-traffic", progress=False)
             t0 = time.perf_counter()
@@ -170,7 +171,7 @@ class Bench:
                 "busy_transactions": len(loaded), "idle_transactions": len(quiet), "migration_seconds": round(work, 2)}
 
     def _load(self, target: Target, during: Any, clients: int = 3) -> list[float]:
-        with db.connect(target) as conn:
+        with db.connect(target, limits=DEV) as conn:
             members = db.rows(conn, """select created_by as user_id, (array_agg(id order by id))[1:20] as ids
                                        from public.knowledge_base where created_by is not null
                                        group by created_by order by created_by limit 2000""")
@@ -181,7 +182,7 @@ class Bench:
 
         def client(seed: int) -> None:
             rng = random.Random(seed)
-            with db.connect(target, autocommit=True, application_name="kbmigrate bench load") as conn:
+            with db.connect(target, limits=DEV, autocommit=True, application_name="kbmigrate bench load") as conn:
                 while not stop.is_set():
                     m = rng.choice(members)
                     t0 = time.perf_counter()
@@ -232,11 +233,11 @@ class Bench:
         lines = ["\\set ON_ERROR_STOP on"]
         for name, value in params.settings("bench-psql").items():
             lines.append(f"select set_config('{name}', :'v_{name.replace('.', '_')}', false);")
-        with tempfile.TemporaryDirectory() as tmp, psycopg.connect(target.conninfo) as conn:
+        with tempfile.TemporaryDirectory() as tmp:
             variables = []
             for change in load():
                 text = composed(change, params)
-                text = text.as_string(conn) if not isinstance(text, str) else text
+                text = text.as_string(None) if not isinstance(text, str) else text
                 path = Path(tmp) / f"{change.name}.sql"
                 path.write_text(text)
                 for name, value in change.settings().items():  # a legacy source's own description
@@ -285,7 +286,7 @@ def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, e
     b.ensure_base()
     results: dict[str, Any] = {}
     try:
-        with db.connect(server.with_database(b.base)) as conn:
+        with db.connect(server.with_database(b.base), limits=DEV) as conn:
             results["dataset"] = {"kb_rows": int(db.scalar(conn, "select count(*) from public.knowledge_base")),
                                   "workspaces": int(db.scalar(conn, "select count(*) from public.workspaces")),
                                   "users": int(db.scalar(conn, "select count(*) from public.users")),
@@ -294,7 +295,7 @@ def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, e
         results["machine"] = machine()
         echo("schema step on a copy …")
         schema_copy = b.copy()
-        with db.connect(schema_copy, autocommit=True) as conn:
+        with db.connect(schema_copy, limits=DEV, autocommit=True) as conn:
             t0 = time.perf_counter()
             apply_step(conn, "02_schema", RunParams(), "bench", progress=False)
             results["schema"] = {"seconds": round(time.perf_counter() - t0, 3)}

@@ -15,6 +15,7 @@ import psycopg
 from tqdm import tqdm
 
 from kbmigrate import db
+from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import compat
 from kbmigrate.components.embedded import DEMO_DATABASE
 from kbmigrate.conninfo import Target
@@ -102,7 +103,7 @@ def build(target: Target, name: str = DEMO_DATABASE, size_name: str = "small", s
     if seed < 0:
         raise BadParameter(name="--seed", reason="must be a non-negative integer")
     server = target.with_database("postgres") if target.source == "embedded" else target
-    with db.connect(server, autocommit=True) as admin:
+    with db.connect(server, limits=DEV, autocommit=True) as admin:
         if db.database_exists(admin, name):
             if not is_demo(admin, name):
                 raise NotADemoDatabase(database=name)
@@ -119,7 +120,7 @@ def fill(target: Target, size_name: str = "small", seed: int = 42, *, progress: 
     steps = ["compat", "schema", "workspaces", "users", "memberships"]
     chunks = [(lo, min(lo + size.kb_chunk - 1, size.kb_rows)) for lo in range(1, size.kb_rows + 1, size.kb_chunk)]
     total = len(steps) + len(chunks) + 2
-    with db.connect(target, autocommit=True) as conn, \
+    with db.connect(target, limits=DEV, autocommit=True) as conn, \
             tqdm(total=total, desc=f"demo-db {size_name}", unit="step", disable=not progress, leave=False) as bar:
         name = conn.info.dbname
         compat.install(conn)

@@ -49,7 +49,7 @@ def describe(row: dict[str, Any]) -> str:
 
 def waiting_line(rows: list[dict[str, Any]]) -> str:
     first = rows[0]
-    what = f" for {first['waits_for']}" if first.get("waits_for") else ""
+    what = f" on {first['waits_for']}" if first.get("waits_for") else ""
     return f"⏳ waiting {first['waited_seconds']} s for a lock{what}, held by " + " and ".join(describe(r) for r in rows[:3])
 
 

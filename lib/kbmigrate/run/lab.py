@@ -97,5 +97,6 @@ def open_lab(target: Target, folder: Path) -> int:
     """JupyterLab on the run folder, its kernels pointed at the target; returns when it is closed."""
     with runner.kernel_environment(target):
         env = dict(os.environ)
+    env[db.SESSION_LOG] = str(folder / "sessions.jsonl")  # the kernels list their sessions there, as in a headless run
     return subprocess.call([str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={folder}"],
                            env=env, cwd=folder)

@@ -75,6 +75,21 @@ def summary_html(record: dict[str, Any]) -> str:
              + "".join(f"<tr><td>{html.escape(Path(s['notebook']).stem)}</td><td>{html.escape(s['status'])}</td>"
                        f"<td>{s.get('seconds', '')}</td><td>{s.get('sha256', '')}</td><td>{html.escape(s.get('error', ''))}</td></tr>"
                        for s in record.get("steps", [])) + "</table>"]
+    history = [(f"interrupted {r['interrupted_before']['at']}", f"{r['interrupted_before']['signal']}")
+               for r in record.get("resumed", []) if r.get("interrupted_before")]
+    history += [(f"resumed {r['at']}", f"was {r['status_before']}; by {r['operator'].get('os_user', '?')} on "
+                f"{r['operator'].get('host', '?')}; code {r['code'].get('git_commit')}"
+                + (" (dirty)" if r["code"].get("dirty") else "") + "; parameters changed: "
+                + (", ".join(f"{k}={v}" for k, v in r.get("parameters_changed", {}).items()) or "none"))
+               for r in record.get("resumed", [])]
+    stop = record.get("interrupted")
+    if stop:
+        history.append((f"interrupted {stop.get('at')}", f"{stop.get('signal')}: sessions ended "
+                        f"{', '.join(map(str, stop.get('sessions_ended', []))) or 'none'}; "
+                        f"kernel interrupts {stop.get('kernels_interrupted', 0)}"))
+    if history:
+        history.sort(key=lambda row: row[0].split(" ", 1)[1])  # by time: "<event> <UTC time>"
+        parts += ["<h2>History</h2>", _table(history)]
     changed = record.get("changed")
     if changed:
         parts += ["<h2>What changed</h2>", _table([(k, v) for k, v in changed.items()])]

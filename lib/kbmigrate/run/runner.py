@@ -27,7 +27,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
-from kbmigrate.engine import blockers, plan
+from kbmigrate.engine import blockers, ledger, plan
 from kbmigrate.run import interrupt, manifest, notebooks, report, summary
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
@@ -170,7 +170,7 @@ def _failure_reason(exc: PapermillExecutionError) -> str:
 def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
         only: list[str] | None = None, progress: bool = True, echo: Any = print,
         notebooks: list[str] | None = None, extra: dict[str, Any] | None = None,
-        resume: bool = False) -> dict[str, Any]:
+        resume: bool = False, new_backup: bool = False) -> dict[str, Any]:
     """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters).
     With ``resume``, continue run ``run_id`` in its own folder (see ``reopen``)."""
     params.validate()
@@ -181,6 +181,9 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
     if resume:
         record = manifest.load_for_resume(run_id)
         steps = remaining_steps(record)
+        if new_backup and "01_backup" not in steps:
+            order = record.get("plan") or list(plan.STEPS)
+            steps = [s for s in order if s in {*steps, "01_backup"}]
     else:
         if folder.exists():
             raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
@@ -194,6 +197,13 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
                 if resume:
                     with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
                         where = (conn.info.dbname, str(conn.info.port))
+                        changed = new_backup and ledger.exists(conn) and db.scalar(conn, """
+                            select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'
+                            and step not in ('run', '00_preflight', '01_backup')""", (run_id,))
+                    if changed:
+                        raise BadParameter(name="--new-backup", reason=f"run {run_id} has already applied {changed} "
+                                           "change(s): a backup now would hold a half-migrated database, and the "
+                                           "rollback must restore the one from before; resume without --new-backup")
                     if where != (record["target"]["database"], str(record["target"]["port"])):
                         raise BadParameter(name="--resume", reason=f"run {run_id} was made on database "
                                            f"{record['target']['database']} (port {record['target']['port']}), not "
@@ -233,29 +243,29 @@ def reopen(record: dict[str, Any], target: Target, params: RunParams, steps: lis
     kept; the notebook of the step that stopped is kept as ``<step>.attempt<n>.ipynb`` and the step
     runs again as attempt n+1. The SQL must be the SQL the run kept, or the evidence would not hold
     the code that ran."""
-    folder = RUNS_DIR / record["run_id"]
     now = plan.sql_files_used()
     if now != record.get("sql_files"):
         changed = sorted(k for k in {*now, *record.get("sql_files", {})} if now.get(k) != record["sql_files"].get(k))
         raise BadParameter(name="--resume", reason=f"the SQL changed since run {record['run_id']} began "
                            f"({', '.join(changed[:5])}); start a new run (--from {steps[0]}) so its evidence "
                            "holds the SQL it runs")
-    for entry in record["steps"]:
-        if entry["status"] != "succeeded" and not entry.get("superseded"):
-            step = entry.get("step") or Path(entry["notebook"]).stem
+    for entry in record["steps"]:  # every earlier attempt of a step that runs again is kept beside it
+        step = entry.get("step") or Path(entry["notebook"]).stem
+        if step in steps and not entry.get("superseded"):
             old = from_evidence(entry["notebook"])
             kept = old.with_name(f"{step}.attempt{entry.get('attempt', 1)}.ipynb")
             if old.exists() and old.name == f"{step}.ipynb":
                 old.replace(kept)
                 entry["notebook"] = shown(kept)
             entry["superseded"] = True
+    if "01_backup" in steps:
+        record.pop("backup", None)  # this attempt writes the backup again
     record.setdefault("resumed", []).append({
         "at": manifest.utc_now(), "status_before": record["status"], "operator": manifest.operator(),
-        "code": manifest.code(), "steps": steps,
+        "code": manifest.code(), "steps": steps, "interrupted_before": record.pop("interrupted", None),
         "parameters_changed": {k: v for k, v in params.as_dict().items() if record["parameters"].get(k) != v}})
     record["parameters"].update(params.as_dict())
     record["status"], record["ended_at"] = "running", None
-    record.pop("interrupted", None)
 
 
 @contextmanager
