@@ -20,6 +20,7 @@ from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
+from kbmigrate.engine.throttle import Throttle
 from kbmigrate.engine import transaction
 from kbmigrate.engine.transaction import Done, error_text
 
@@ -39,20 +40,30 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
     totals = {"batches": 0, "scanned": 0, "shared": 0, "assigned": 0, "quarantined": 0, "updated": 0,
               "max_batch_seconds": 0.0}
     after = ZERO_ID
+    throttle = Throttle.for_params(params)
+    probe = read_sql("report/throttle_probe.sql")
     with tqdm(total=pending(conn), desc="backfill", unit="entry", disable=not progress) as bar:
         while True:
+            size = throttle.size
+
             def batch() -> Done:
+                t0 = time.monotonic()
                 row = db.rows(conn, text)[0]
+                held = time.monotonic() - t0
+                cost = db.rows(conn, probe)[0]  # while this batch still holds its row locks
+                decided = throttle.after_batch(held, int(cost["waiting"]), int(cost["active"]))
                 detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
-                detail["batch"] = totals["batches"] + 1
+                detail.update(batch=totals["batches"] + 1, size=size, seconds=decided.seconds, waiting=decided.waiting,
+                              active=decided.active, next_size=decided.next_size, pause=decided.pause, why=decided.why)
                 changed = row["updated"] + row["newly_quarantined"]
                 return Done(row["updated"], "applied" if changed else "noop", detail, value=row)
 
             t0 = time.monotonic()
             try:
                 row = transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
-                                                 sha=sha, settings={**settings, "kbmigrate.after_id": after},
-                                                 work=batch).value
+                                                 sha=sha, work=batch,
+                                                 settings={**settings, "kbmigrate.after_id": after,
+                                                           "kbmigrate.batch_size": str(size)}).value
             except psycopg.Error as exc:
                 record_failure(conn, run_id, change, sha, exc, params)
                 raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
@@ -62,9 +73,12 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
                 totals[key] += int(row[key])
             totals["max_batch_seconds"] = max(totals["max_batch_seconds"], round(row["seconds"], 3))
             bar.update(int(row["scanned"]))
-            if row["scanned"] < params.batch_size or row["last_id"] is None:
+            if row["scanned"] < size or row["last_id"] is None:
                 break
             after = str(row["last_id"])
+            if throttle.pause:
+                time.sleep(throttle.pause)
+    totals.update(throttle.summary())
     ok, why = verify_passes(conn, change, params, settings)
     if not ok:
         raise StepFailed(step=change.step, change=change.name, reason=f"verify failed: {why}")

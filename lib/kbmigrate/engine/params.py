@@ -28,6 +28,9 @@ class RunParams:
     sections_file: str = "sql/data/default_sections.csv"
     legacy_sources_file: str = "sql/data/legacy_sources.csv"
     batch_size: int = 5000
+    throttle: bool = True                  # the backfill adapts batch size and pauses to what it costs the application
+    batch_target: str = "250ms"            # the longest a backfill batch should hold its row locks
+    max_pause: str = "2s"                  # the longest pause the throttle puts between two batches
     import_legacy: bool | None = None      # None: yes when legacy tables exist
     lock_timeout: str = "1s"
     statement_timeout: str = "5min"
@@ -51,7 +54,8 @@ class RunParams:
                                reason=f"{self.backfill_strategy!r} is not one of {', '.join(STRATEGIES)}")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 1_000_000:
             raise BadParameter(name="batch_size", reason=f"{self.batch_size!r} is not a whole number from 1 to 1000000")
-        for name in ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout"):
+        for name in ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout",
+                     "batch_target", "max_pause"):
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
         self.sections()

@@ -1,0 +1,121 @@
+"""The backfill's throttle: it backs off when a batch costs the application (too long, sessions
+waiting on its locks, a busier database), grows back when it does not, stays in its bounds, and
+never changes what the backfill decides."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.steps import apply_step
+from kbmigrate.engine.throttle import MIN_BATCH, Throttle
+from kbmigrate.paths import read_sql
+
+from conftest import drop, new_demo
+from test_crash import state
+
+
+def throttle(**kw: object) -> Throttle:
+    return Throttle.for_params(RunParams(**{"batch_size": 1000, "batch_target": "200ms", "max_pause": "1s", **kw}))
+
+
+def test_a_slow_batch_shrinks_the_next_and_pauses() -> None:
+    t = throttle()
+    d = t.after_batch(seconds=0.8, waiting=0, active=0)  # 4x the target
+    assert d.next_size == 250  # shrunk in proportion (0.2 / 0.8), at most by 4
+    assert d.pause >= 0.8  # at least as long as it held its locks
+    d = t.after_batch(seconds=10.0, waiting=0, active=0)
+    assert d.next_size == max(MIN_BATCH, 250 // 4) and d.pause == 1.0  # bounded: by 4 at most, max_pause at most
+    for _ in range(10):
+        d = t.after_batch(seconds=10.0, waiting=0, active=0)
+    assert d.next_size == MIN_BATCH and d.pause == 1.0
+
+
+def test_sessions_waiting_on_its_locks_make_it_back_off_even_when_fast() -> None:
+    t = throttle()
+    d = t.after_batch(seconds=0.01, waiting=2, active=0)
+    assert d.next_size == 500 and d.pause > 0 and "2 session(s) waited" in d.why
+
+
+def test_a_busier_database_gets_pauses_not_smaller_batches() -> None:
+    t = throttle()
+    t.after_batch(seconds=0.15, waiting=0, active=3)  # the first batch sets the baseline
+    d = t.after_batch(seconds=0.15, waiting=0, active=9)
+    assert d.next_size == 1000 and d.pause > 0 and "busier" in d.why
+
+
+def test_fast_batches_grow_back_to_batch_size_and_stop_pausing() -> None:
+    t = throttle()
+    t.after_batch(seconds=0.8, waiting=0, active=0)
+    sizes = [t.after_batch(seconds=0.01, waiting=0, active=0).next_size for _ in range(12)]
+    assert sizes == sorted(sizes) and sizes[-1] == 1000 and max(sizes) <= 1000
+    assert t.pause == 0.0
+
+
+def test_off_means_fixed_batches_and_no_pause() -> None:
+    t = throttle(throttle=False)
+    for seconds, waiting in ((5.0, 3), (0.01, 0)):
+        d = t.after_batch(seconds=seconds, waiting=waiting, active=50)
+        assert d.next_size == 1000 and d.pause == 0.0
+
+
+def test_the_probe_counts_the_sessions_waiting_on_this_one(server: Target) -> None:
+    target = new_demo(server, "kbt_probe")
+    try:
+        with db.connect(target) as holder:
+            holder.execute("select id from public.knowledge_base order by id limit 3 for update")
+            started = threading.Event()
+
+            def wait_for_row() -> None:
+                with psycopg.connect(target.conninfo, application_name="an app write") as app:
+                    started.set()
+                    app.execute("update public.knowledge_base set title = title where id = "
+                                "(select id from public.knowledge_base order by id limit 1)")
+                    app.rollback()
+
+            app = threading.Thread(target=wait_for_row)
+            app.start()
+            started.wait(10)
+            deadline = time.monotonic() + 10
+            while (cost := db.rows(holder, read_sql("report/throttle_probe.sql"))[0])["waiting"] == 0:
+                assert time.monotonic() < deadline, "the waiting session was never counted"
+                time.sleep(0.05)
+            assert cost["waiting"] == 1
+            holder.rollback()
+            app.join(10)
+    finally:
+        drop(server, target)
+
+
+def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) -> None:
+    """A target no batch can meet: every batch backs off, down to the smallest, with pauses;
+    the data ends exactly as with the throttle off. Each batch's decision is in its ledger row."""
+    slow, plain = new_demo(server, "kbt_thr"), new_demo(server, "kbt_thr_plain")
+    try:
+        for target, params, run in ((slow, RunParams(batch_size=200, batch_target="1ms", max_pause="50ms"), "thr"),
+                                    (plain, RunParams(batch_size=200, throttle=False), "plain")):
+            with db.connect(target, autocommit=True) as conn:
+                apply_step(conn, "02_schema", params, run, progress=False)
+                apply_step(conn, "03_backfill", params, run, progress=False)
+        assert state(slow) == state(plain)
+        with db.connect(slow) as conn:
+            rows = db.rows(conn, "select detail from kbmigrate.ledger where change = 'backfill_workspace_ids' order by id")
+        sizes = [r["detail"]["size"] for r in rows]
+        first = rows[0]["detail"]  # shrunk in proportion to its overrun of 1 ms: by 2 to 4
+        assert sizes[0] == 200 and sizes[1] == max(MIN_BATCH, int(200 * max(0.25, min(0.5, 0.001 / first["seconds"]))))
+        assert min(sizes) == MIN_BATCH and len(sizes) > 888 // 200 + 1, sizes
+        assert all(b <= a for a, b in zip(sizes, sizes[1:])), sizes  # it only ever backed off
+        assert all(r["detail"]["pause"] > 0 for r in rows)
+        assert all(r["detail"]["pause"] <= 0.05 for r in rows)
+        with db.connect(plain) as conn:
+            plain_sizes = [r["s"] for r in db.rows(conn, "select (detail ->> 'size')::int as s from kbmigrate.ledger "
+                                                         "where change = 'backfill_workspace_ids'")]
+        assert set(plain_sizes) == {200}
+    finally:
+        drop(server, slow)
+        drop(server, plain)
