@@ -25,7 +25,7 @@ Each decision is kept (and written in the batch's ledger row) so the notebook ca
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from kbmigrate.engine.params import RunParams
@@ -45,6 +45,7 @@ class Decision:
     next_size: int
     pause: float           # before the next batch
     why: str
+    backed_off: bool = False  # it cost the application: smaller next batch or a longer pause
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Throttle:
 
     def after_batch(self, seconds: float, waiting: int, active: int) -> Decision:
         """Decide the next batch's size and the pause before it, from what this batch cost."""
-        size = self.size
+        size, backed_off = self.size, False
         if self.baseline is None:
             self.baseline = active
         if not self.enabled:
@@ -80,9 +81,11 @@ class Throttle:
             self.pause = min(self.max_pause, max(self.pause * 2, seconds, MIN_PAUSE))
             why = (f"{waiting} session(s) waited on its locks" if waiting else
                    f"took {seconds:.3f} s > target {self.target:g} s")
+            backed_off = True
         elif active >= self.baseline + BUSIER_BY:
             self.pause = min(self.max_pause, max(self.pause * 2, MIN_PAUSE))
             why = f"database busier: {active} running statements, {self.baseline} before the backfill"
+            backed_off = True
         elif seconds < self.target / 2:
             self.size = min(self.max_size, int(size * 1.5) + 1)
             self.pause = self.pause / 2 if self.pause / 2 >= MIN_PAUSE else 0.0
@@ -91,18 +94,15 @@ class Throttle:
             self.pause = self.pause * 0.75 if self.pause * 0.75 >= MIN_PAUSE else 0.0
             why = "on target"
         decision = Decision(batch=len(self.decisions) + 1, size=size, seconds=round(seconds, 4), waiting=waiting,
-                            active=active, next_size=self.size, pause=round(self.pause, 3), why=why)
+                            active=active, next_size=self.size, pause=round(self.pause, 3), why=why,
+                            backed_off=backed_off)
         self.decisions.append(decision)
         return decision
 
     def summary(self) -> dict[str, Any]:
         d = self.decisions
         return {"throttle": self.enabled, "batch_target_seconds": self.target,
-                "backoffs": sum(1 for x in d if x.next_size < x.size or "busier" in x.why or "waited" in x.why),
+                "backoffs": sum(1 for x in d if x.backed_off),
                 "smallest_batch": min((x.size for x in d), default=self.size),
                 "paused_seconds": round(sum(x.pause for x in d[:-1]), 3),
                 "most_waiting": max((x.waiting for x in d), default=0)}
-
-    @staticmethod
-    def as_row(decision: Decision) -> dict[str, Any]:
-        return asdict(decision)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import json
 import shutil
 import socket
@@ -24,6 +23,7 @@ import psycopg
 
 from kbmigrate import __version__, db
 from kbmigrate.checks import clients
+from kbmigrate.checks.backup import sha256_file  # noqa: F401 - the run layer's name for it
 from kbmigrate.conninfo import Target
 from kbmigrate.engine import ledger
 from kbmigrate.engine.params import RunParams
@@ -36,14 +36,6 @@ SEAL_STEP, SEAL_CHANGE = "run", "manifest"
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def operator() -> dict[str, str]:

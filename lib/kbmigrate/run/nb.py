@@ -163,11 +163,6 @@ def start(step: str, namespace: dict[str, Any]) -> Step:
     return Step(step, str(namespace.get("run_id") or ""), RunParams.from_mapping(values))
 
 
-def seconds(interval: str) -> float:
-    """An interval parameter (500ms, 1s, 5min) in seconds."""
-    return RunParams(batch_target=interval).seconds("batch_target")
-
-
 def check(ok: bool, what: str, offending: pd.DataFrame | None = None, *, show: int = 10) -> None:
     """Stop the run when ``ok`` is false: raise CheckFailed naming the check and the first rows at fault."""
     if ok:

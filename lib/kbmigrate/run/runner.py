@@ -208,7 +208,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
                         raise BadParameter(name="--resume", reason=f"run {run_id} was made on database "
                                            f"{record['target']['database']} (port {record['target']['port']}), not "
                                            f"{where[0]} (port {where[1]}); name its database with --dsn")
-                    reopen(record, target, params, steps)
+                    reopen(record, params, steps)
                 else:
                     with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
                         record = manifest.new(run_id, conn, target, params, extra or {})
@@ -228,9 +228,14 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
             raise
 
 
+def step_of(entry: dict[str, Any]) -> str:
+    """The step a manifest entry ran (older manifests name only the notebook)."""
+    return entry.get("step") or Path(entry["notebook"]).stem
+
+
 def remaining_steps(record: dict[str, Any]) -> list[str]:
     """The steps of a run not yet succeeded, in the run's order."""
-    done = {e.get("step") or Path(e["notebook"]).stem for e in record.get("steps", []) if e["status"] == "succeeded"}
+    done = {step_of(e) for e in record.get("steps", []) if e["status"] == "succeeded"}
     order = record.get("plan") or (["07_rollback"] if "rollback_of" in record.get("parameters", {}) else list(plan.STEPS))
     left = [s for s in order if s not in done]
     if not left:
@@ -238,7 +243,7 @@ def remaining_steps(record: dict[str, Any]) -> list[str]:
     return left
 
 
-def reopen(record: dict[str, Any], target: Target, params: RunParams, steps: list[str]) -> None:
+def reopen(record: dict[str, Any], params: RunParams, steps: list[str]) -> None:
     """Continue a failed or interrupted run in its folder: its finished steps (and its backup) are
     kept; the notebook of the step that stopped is kept as ``<step>.attempt<n>.ipynb`` and the step
     runs again as attempt n+1. The SQL must be the SQL the run kept, or the evidence would not hold
@@ -250,7 +255,7 @@ def reopen(record: dict[str, Any], target: Target, params: RunParams, steps: lis
                            f"({', '.join(changed[:5])}); start a new run (--from {steps[0]}) so its evidence "
                            "holds the SQL it runs")
     for entry in record["steps"]:  # every earlier attempt of a step that runs again is kept beside it
-        step = entry.get("step") or Path(entry["notebook"]).stem
+        step = step_of(entry)
         if step in steps and not entry.get("superseded"):
             old = from_evidence(entry["notebook"])
             kept = old.with_name(f"{step}.attempt{entry.get('attempt', 1)}.ipynb")
@@ -317,7 +322,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
             if stop.signal:
                 break
             out = folder / f"{step}.ipynb"
-            attempt = 1 + sum(1 for e in record["steps"] if (e.get("step") or Path(e["notebook"]).stem) == step)
+            attempt = 1 + sum(1 for e in record["steps"] if step_of(e) == step)
             entry: dict[str, Any] = {"step": step, "attempt": attempt, "notebook": shown(out), "status": "running",
                                      "start": manifest.utc_now()}
             record["steps"].append(entry)
