@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kbmigrate.cli import build_parser
+from kbmigrate.errors import BadParameter
+from kbmigrate.run.runner import select_steps
 
 from conftest import run_cli
 
@@ -34,3 +36,16 @@ def test_unknown_option_and_value() -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     done = run_cli("demo-db", "--size", "huge")
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+@pytest.mark.parametrize("name,step", [("06", "06_smoke_tests"), ("6", "06_smoke_tests"), ("smoke", "06_smoke_tests"),
+                                       ("smoke_tests", "06_smoke_tests"), ("backfill", "03_backfill"),
+                                       ("import", "05_import_legacy"), ("02_schema", "02_schema")])
+def test_a_step_is_named_by_number_name_or_the_start_of_its_name(name: str, step: str) -> None:
+    assert select_steps(None, [name]) == [step]
+
+
+@pytest.mark.parametrize("name", ["s", "9", "07", "smokes", ""])
+def test_an_unknown_or_ambiguous_step_is_refused(name: str) -> None:
+    with pytest.raises(BadParameter):
+        select_steps(None, [name])

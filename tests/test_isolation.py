@@ -146,3 +146,32 @@ def test_the_policies_work_without_the_tools_schema(server: Target) -> None:
             assert own_seen > 0  # the members did see their workspaces' entries, not only the shared ones
     finally:
         drop(server, target)
+
+
+@pytest.mark.parametrize("policy,check", [
+    # shared rows made editable: every user must find the shared rows they try refusing the edit
+    ("create policy kb_update on knowledge_base for update to authenticated "
+     "using (is_shared or workspace_id in (select kb_private.my_workspace_ids())) with check (true)", "shared_readonly"),
+    # quarantined rows (no workspace, not shared) made readable
+    ("create policy kb_select on knowledge_base for select to authenticated "
+     "using (is_shared or workspace_id is null or workspace_id in (select kb_private.my_workspace_ids()))", "quarantine_hidden"),
+])
+def test_each_probe_check_can_fail(migrated: Target, policy: str, check: str) -> None:
+    name = policy.split()[2]
+    with db.connect(migrated, autocommit=True) as conn:
+        original = db.scalar(conn, "select format('create policy %%I on public.knowledge_base for %%s to %%s using (%%s)%%s', "
+                                   "policyname, lower(cmd), array_to_string(roles, ','), qual, "
+                                   "coalesce(' with check (' || with_check || ')', '')) "
+                                   "from pg_policies where tablename = 'knowledge_base' and policyname = %s", (name,))
+        member = db.scalar(conn, "select user_id from workspace_members order by user_id limit 1")
+        before = smoke.probe(conn, PARAMS, smoke.Subject("member", member))
+        conn.execute(sql.SQL("drop policy {} on knowledge_base").format(sql.Identifier(name)))
+        conn.execute(policy)
+        try:
+            after = smoke.probe(conn, PARAMS, smoke.Subject("member", member))
+        finally:
+            conn.execute(sql.SQL("drop policy {} on knowledge_base").format(sql.Identifier(name)))
+            conn.execute(original)
+        assert before["pass"] and before[check] is True
+        assert after[check] is False and not after["pass"]
+        assert smoke.probe(conn, PARAMS, smoke.Subject("member", member))["pass"]  # restored

@@ -70,29 +70,58 @@ def readable(conn: psycopg.Connection[Any], query: str, params: Any = None) -> s
         return set()
 
 
-# count and an order-independent 60-bit hash sum of the ids: equal sets give equal figures; when
-# they differ, the full sets are fetched to list exactly which entries leak or are missing.
-_SET_FIGURES = ("select count(*) as n, coalesce(sum(('x' || substr(md5(id::text), 1, 15))::bit(60)::bigint::numeric), 0)::text as h "
+# A set of entries as figures: its size and the sum of a 64-bit hash of each id (order-independent,
+# additive over disjoint parts). Equal sets give equal figures; when they differ, the full sets
+# are fetched to list exactly which entries leak or are missing.
+_HASH = "uuid_hash_extended(id, 0)::numeric"
+_SET_FIGURES = (f"select count(*) as n, coalesce(sum({_HASH}), 0)::text as h, "
+                "count(*) filter (where workspace_id is null and not is_shared) as quarantined, "
+                "count(*) filter (where is_shared) as shared "
                 "from public.knowledge_base")
+
+SHARED_TRIED = 200  # shared rows each user tries to edit and delete
+
+Figures = tuple[int, int]  # (entries, hash sum)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the rule lets each reader see, computed once as the admin straight from the table's
+    columns (one scan): the shared entries, and each workspace's own. Workspaces partition the
+    non-shared entries, so a member's set is the shared one plus their workspaces' (sums add)."""
+    shared: Figures
+    by_workspace: dict[uuid.UUID, Figures]
+
+    def of(self, workspaces: set[uuid.UUID]) -> Figures:
+        parts = [self.shared] + [self.by_workspace.get(ws, (0, 0)) for ws in workspaces]
+        return sum(n for n, _ in parts), sum(h for _, h in parts)
+
+
+def expected_figures(conn: psycopg.Connection[Any]) -> Expected:
+    rows = db.rows(conn, f"select is_shared, workspace_id, count(*) as n, sum({_HASH})::text as h "
+                         "from public.knowledge_base where is_shared or workspace_id is not null group by 1, 2")
+    shared = (sum(int(r["n"]) for r in rows if r["is_shared"]), sum(int(r["h"]) for r in rows if r["is_shared"]))
+    return Expected(shared, {r["workspace_id"]: (int(r["n"]), int(r["h"])) for r in rows if not r["is_shared"]})
 
 
 def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
-          member_map: dict[uuid.UUID, set[uuid.UUID]] | None = None) -> dict[str, Any]:
+          member_map: dict[uuid.UUID, set[uuid.UUID]] | None = None, expected: Expected | None = None) -> dict[str, Any]:
     """What ``who`` can read and write, against what they should."""
     member_map = member_map if member_map is not None else memberships(conn, params)
+    expected = expected if expected is not None else expected_figures(conn)
     member_of = member_map.get(who.user_id, set()) if who.user_id and who.role == "authenticated" else set()
     visible_rule = "is_shared or workspace_id = any(%(ws)s)"
-    if who.role == "authenticated":
-        expected = db.rows(conn, f"{_SET_FIGURES} where {visible_rule}", {"ws": list(member_of)})[0]
-    else:
-        expected = {"n": 0, "h": "0"}
+    should_see = expected.of(member_of) if who.role == "authenticated" else (0, 0)
     expected_sections = {r["id"] for r in db.rows(conn, "select id from public.knowledge_base_sections where workspace_id = any(%s)",
                                                    (list(member_of),))} if who.role == "authenticated" else set()
     other_ws = db.scalar(conn, "select id from public.workspaces where id <> all(%s) order by id limit 1", (list(member_of),))
     own_ws = min(member_of) if member_of else None
     own_section = db.scalar(conn, "select id from public.knowledge_base_sections where workspace_id = %s order by id limit 1",
                             (own_ws,)) if own_ws else None
-    shared_id = db.scalar(conn, "select id from public.knowledge_base where is_shared order by id limit 1")
+    any_shared = db.scalar(conn, "select exists (select 1 from public.knowledge_base where is_shared)")
+    # shared rows are tried by key: a write over every shared row scans the table, per user
+    shared_ids = [x["id"] for x in db.rows(conn, "select id from public.knowledge_base where is_shared order by id limit %s",
+                                           (SHARED_TRIED,))]
 
     r: dict[str, Any] = {"user": who.label, "role": who.role, "workspaces": len(member_of)}
     with acting_as(conn, who.user_id, who.role):
@@ -100,18 +129,17 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
             with conn.transaction():
                 actual = db.rows(conn, _SET_FIGURES)[0]
         except psycopg.errors.InsufficientPrivilege:
-            actual = {"n": 0, "h": "0"}
-        r["reads"] = int(actual["n"])
-        r["expected"] = int(expected["n"])
-        if (actual["n"], actual["h"]) != (expected["n"], expected["h"]):
+            actual = {"n": 0, "h": "0", "quarantined": 0, "shared": 0}
+        reads = (int(actual["n"]), int(actual["h"]))
+        r["reads"], r["expected"] = reads[0], should_see[0]
+        if reads != should_see:
             seen = readable(conn, "select id from public.knowledge_base")
         seen_sections = readable(conn, "select id from public.knowledge_base_sections")
         view_ws = readable(conn, "select workspace_id as id from public.vw_workspace_sections")
         r["sections_ok"] = seen_sections == expected_sections
         r["view_ok"] = view_ws <= member_of
-        r["quarantine_hidden"] = not readable(conn, "select id from public.knowledge_base where workspace_id is null and not is_shared")
-        r["shared_readable"] = who.role != "authenticated" or shared_id is None or bool(
-            readable(conn, "select id from public.knowledge_base where id = %s", (shared_id,)))
+        r["quarantine_hidden"] = actual["quarantined"] == 0
+        r["shared_readable"] = who.role != "authenticated" or not any_shared or actual["shared"] > 0
         if own_ws:
             created = attempt(conn, "insert into public.knowledge_base (title, content, workspace_id, section_id) "
                                     "values ('smoke test', 'x', %s, %s)", (own_ws, own_section))
@@ -127,14 +155,17 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
         r["insert_shared_refused"] = attempt(conn, "insert into public.knowledge_base (title, is_shared) values ('x', true)") == "refused"
         r["update_other_0"] = attempt(conn, "update public.knowledge_base set title = 'x' where workspace_id = %s", (other_ws,)) in (0, "refused")
         r["delete_other_0"] = attempt(conn, "delete from public.knowledge_base where workspace_id = %s", (other_ws,)) in (0, "refused")
-        r["shared_readonly"] = (attempt(conn, "update public.knowledge_base set title = 'x' where is_shared") in (0, "refused")
-                                and attempt(conn, "delete from public.knowledge_base where is_shared") in (0, "refused"))
+        r["shared_readonly"] = (attempt(conn, "update public.knowledge_base set title = 'x' where id = any(%s)",
+                                        (shared_ids,)) in (0, "refused")
+                                and attempt(conn, "delete from public.knowledge_base where id = any(%s)", (shared_ids,)) in (0, "refused"))
         r["section_other_refused"] = attempt(conn, "insert into public.knowledge_base_sections (workspace_id, name) values (%s, 'smoke')",
                                              (other_ws,)) == "refused"
-    if (actual["n"], actual["h"]) != (expected["n"], expected["h"]):
+    if reads != should_see:
         should = {x["id"] for x in db.rows(conn, f"select id from public.knowledge_base where {visible_rule}",
                                            {"ws": list(member_of)})} if who.role == "authenticated" else set()
         r["leaked"], r["missing"] = sorted(seen - should), sorted(should - seen)
+        if not r["leaked"] and not r["missing"]:  # equal sets, unequal figures: the figures are wrong, not the policy
+            raise RuntimeError(f"set figures disagree for {who.label} although the sets are equal")
     else:
         r["leaked"], r["missing"] = [], []
     checks = [k for k, v in r.items() if isinstance(v, bool)]
@@ -142,10 +173,25 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
     return r
 
 
-def readable_ids(conn: psycopg.Connection[Any], user_id: uuid.UUID) -> set[uuid.UUID]:
-    """The KB entries ``user_id`` can read through the API (acting as them)."""
+def can_read_any(conn: psycopg.Connection[Any], user_id: uuid.UUID, ids: list[uuid.UUID]) -> bool:
+    """Whether ``user_id``, acting through the API, can read any of ``ids``."""
     with acting_as(conn, user_id, "authenticated"):
-        return {r["id"] for r in db.rows(conn, "select id from public.knowledge_base")}
+        return bool(db.scalar(conn, "select exists (select 1 from public.knowledge_base where id = any(%s))", (ids,)))
+
+
+def still_readable(conn: psycopg.Connection[Any], subjects: list[Subject],
+                   member_map: dict[uuid.UUID, set[uuid.UUID]]) -> list[int]:
+    """Per subject: how many of the entries that existed before the migration (all but the legacy
+    import's) they can read now, from the rule, in one scan. The isolation matrix has proved, by
+    acting as each of them, that what they read is exactly the rule's set."""
+    rows = db.rows(conn, "select is_shared, workspace_id, count(*) as n from public.knowledge_base kb "
+                         "where (is_shared or workspace_id is not null) "
+                         "and not exists (select 1 from kbmigrate.legacy_imports li where li.entry_id = kb.id) "
+                         "group by 1, 2")
+    shared = sum(int(r["n"]) for r in rows if r["is_shared"])
+    per_ws = {r["workspace_id"]: int(r["n"]) for r in rows if not r["is_shared"]}
+    return [shared + sum(per_ws.get(ws, 0) for ws in member_map.get(s.user_id, set())) if s.role == "authenticated" else 0
+            for s in subjects]
 
 
 def app_queries(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

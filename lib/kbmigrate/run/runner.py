@@ -87,7 +87,8 @@ def new_run_id() -> str:
 
 def select_steps(from_step: str | None, only: list[str] | None) -> list[str]:
     def resolve(name: str) -> str:
-        matches = [s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
+        matches = ([s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
+                   or [s for s in plan.STEPS if s.split("_", 1)[1].startswith(name)]) if name else []  # smoke, seed, import
         if len(matches) != 1:
             raise BadParameter(name="step", reason=f"{name!r} is not one of {', '.join(plan.STEPS)}")
         return matches[0]
