@@ -1,30 +1,54 @@
-"""The bench runs on the small database and writes well-formed results (figures are not judged here)."""
+"""The bench runs on the small database and writes well-formed results (figures are not judged here:
+benchmarks are never timed tests), each derived figure consistent with the measurements it is made of."""
 
 from __future__ import annotations
 
 import json
 import numbers
+import statistics
 
 from kbmigrate.dev import bench
 from kbmigrate.conninfo import Target
 
 KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batched_over_single",
         "backfill.max_batch_seconds", "backfill.rows_per_second", "traffic.p95_over_idle", "traffic.max_wait_seconds",
-        "rls.policy_over_filter", "rls.naive_over_policy", "run.over_psql", "backup.seconds", "backup.mb_per_second",
-        "restore_drill.seconds", "runner.peak_rss_mb"]
+        "traffic.throttle_cost_seconds", "rls.policy_over_filter", "rls.secdef_over_policy", "rls.correlated_over_policy",
+        "run.over_seed", "run.app_tables_changing_seconds", "seed.pg_dump_seconds", "seed.psql_seconds",
+        "scale.time_ratio", "backup.seconds", "backup.mb_per_second", "restore_drill.seconds", "runner.peak_rss_mb"]
 
 
 def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
-    results = bench.run(server, "small", traffic_seconds=1.0, echo=lambda *a: None)
+    results = bench.run(server, "small", traffic_seconds=1.0, traffic_pairs=3, echo=lambda *a: None)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     for key in KEYS:
         value = bench.get(on_disk, key)
-        assert isinstance(value, numbers.Number) and value >= 0, key
+        assert isinstance(value, numbers.Number) and value >= 0 or key == "traffic.throttle_cost_seconds", key
     assert on_disk["dataset"]["kb_rows"] == 800
     assert isinstance(on_disk["machine"]["cores"], str) and isinstance(on_disk["postgres_version"], str)
-    assert all(isinstance(v, numbers.Number) for v in on_disk["run"]["notebook_overhead_seconds"].values())
+
+    traffic = on_disk["traffic"]  # medians of the throttled pairs, and one run without the throttle
+    on = [r for r in traffic["runs"] if r["throttle"]]
+    assert len(on) == traffic["pairs"] == 3 and len(traffic["runs"]) == 4
+    assert traffic["p95_over_idle"] == round(statistics.median(r["p95_over_idle"] for r in on), 3)
+    assert traffic["p95_over_idle_spread"] == [min(r["p95_over_idle"] for r in on), max(r["p95_over_idle"] for r in on)]
+    assert all(r["p95_over_idle"] == round(r["busy_p95_ms"] / r["idle_p95_ms"], 2) or
+               abs(r["p95_over_idle"] - r["busy_p95_ms"] / r["idle_p95_ms"]) < 0.01 for r in traffic["runs"])
+
+    run, seed = on_disk["run"], on_disk["seed"]
+    assert abs(seed["seconds"] - (seed["pg_dump_seconds"] + seed["psql_seconds"])) < 0.02
+    # (the parts are rounded to 10 ms, which at this size moves the ratio by a few per cent)
+    assert abs(run["over_seed"] / (run["seconds"] / seed["seconds"]) - 1) < 0.1
+    assert set(run["step_seconds"]) == {f"0{i}_{n}" for i, n in enumerate(
+        ["preflight", "backup", "schema", "backfill", "seed_sections", "import_legacy", "smoke_tests"])}
+    changing = sum(v for k, v in run["step_seconds"].items() if k[:2] in ("02", "03", "04", "05"))
+    assert abs(run["app_tables_changing_seconds"] - changing) < 0.02
+    assert run["slowest_step"]["seconds"] == max(run["step_seconds"].values()) and run["slowest_step"]["cells"]
+
+    assert on_disk["scale"]["sizes"] == ["small", "small"] and "time_ratio_1m_over_100k" not in on_disk["scale"]
+    assert on_disk["rls"]["secdef_list_ms"] > 0 and on_disk["rls"]["correlated_list_ms"] > 0
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (tmp_path / "results.md").read_text()
-    assert all(f"`{k}`" in table for k, _ in bench.TARGETS)
+    assert all(f"`{k}`" in table for k, _ in bench.TARGETS) and all(f"`{k}`" in table for k in bench.FIGURES)
+    assert "| `scale.time_ratio_1m_over_100k` | not measured at this size |" in table

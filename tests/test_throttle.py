@@ -4,6 +4,8 @@ never changes what the backfill decides."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 import threading
 import time
 
@@ -34,6 +36,14 @@ def test_a_slow_batch_shrinks_the_next_and_pauses() -> None:
     for _ in range(10):
         d = t.after_batch(seconds=10.0, waiting=0, active=0)
     assert d.next_size == MIN_BATCH and d.pause == 1.0
+
+
+def test_with_nobody_else_there_a_slow_batch_shrinks_without_pausing() -> None:
+    t = throttle()
+    d = t.after_batch(seconds=0.8, waiting=0, active=0, present=0)
+    assert d.next_size == 250 and d.pause == 0.0 and d.backed_off and "nobody else" in d.why
+    d = t.after_batch(seconds=0.8, waiting=0, active=0, present=1)  # somebody came: it yields again
+    assert d.next_size == max(MIN_BATCH, 250 // 4) and d.pause >= 0.8
 
 
 def test_sessions_waiting_on_its_locks_make_it_back_off_even_when_fast() -> None:
@@ -85,11 +95,34 @@ def test_the_probe_counts_the_sessions_waiting_on_this_one(server: Target) -> No
             while (cost := db.rows(holder, read_sql("report/throttle_probe.sql"))[0])["waiting"] == 0:
                 assert time.monotonic() < deadline, "the waiting session was never counted"
                 time.sleep(0.05)
-            assert cost["waiting"] == 1
+            assert cost["waiting"] == 1 and cost["present"] >= 1
+            # sessions named with this run's id are its own, not others (one transaction: one view of the sessions)
+            with holder.transaction():
+                holder.execute("select set_config('kbmigrate.run_id', 'an app', true)")
+                own = db.rows(holder, read_sql("report/throttle_probe.sql"))[0]
+            assert own["present"] == cost["present"] - 1
             holder.rollback()
             app.join(10)
     finally:
         drop(server, target)
+
+
+@contextmanager
+def application_present(target: Target) -> Iterator[None]:
+    """Another client, busy every 100 ms for as long as the block runs."""
+    stop = threading.Event()
+
+    def app() -> None:
+        with psycopg.connect(target.conninfo, application_name="an app", autocommit=True) as conn:
+            while not stop.wait(0.1):
+                conn.execute("select 1")
+    thread = threading.Thread(target=app)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) -> None:
@@ -101,7 +134,8 @@ def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) ->
                                     (plain, RunParams(batch_size=200, throttle=False), "plain")):
             with db.connect(target, autocommit=True) as conn:
                 apply_step(conn, "02_schema", params, run, progress=False)
-                apply_step(conn, "03_backfill", params, run, progress=False)
+                with application_present(target):  # somebody to yield to
+                    apply_step(conn, "03_backfill", params, run, progress=False)
         assert state(slow) == state(plain)
         with db.connect(slow) as conn:
             rows = db.rows(conn, "select detail from kbmigrate.ledger where change = 'backfill_workspace_ids' order by id")
@@ -110,7 +144,7 @@ def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) ->
         assert sizes[0] == 200 and sizes[1] == max(MIN_BATCH, int(200 * max(0.25, min(0.5, 0.001 / first["seconds"]))))
         assert min(sizes) == MIN_BATCH and len(sizes) > 888 // 200 + 1, sizes
         assert all(b <= a for a, b in zip(sizes, sizes[1:])), sizes  # it only ever backed off
-        assert all(r["detail"]["pause"] > 0 for r in rows)
+        assert all(r["detail"]["pause"] > 0 and r["detail"]["present"] >= 1 for r in rows)
         assert all(r["detail"]["pause"] <= 0.05 for r in rows)
         with db.connect(plain) as conn:
             plain_sizes = [r["s"] for r in db.rows(conn, "select (detail ->> 'size')::int as s from kbmigrate.ledger "

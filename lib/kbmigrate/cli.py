@@ -290,7 +290,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from kbmigrate.dev import bench
 
     target = conninfo.resolve(args.dsn, embedded=args.embedded or not args.dsn)
-    results = bench.run(target, args.size, traffic_seconds=args.traffic_seconds)
+    results = bench.run(target, args.size, traffic_seconds=args.traffic_seconds, traffic_pairs=args.traffic_pairs)
     print((bench.BENCH_DIR / "results.md").read_text())
     print(f"results: {shown(bench.BENCH_DIR / 'results.json')}, chart: {shown(bench.BENCH_DIR / 'results.png')}")
     return 0 if results else 1
@@ -409,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "backup on copies of it, and write bench/results.json, results.md and results.png.")
     p.add_argument("--size", choices=SIZES, default="large", help="dataset (default: large)")
     p.add_argument("--traffic-seconds", type=float, default=10.0, help="length of the idle-load baseline (default: 10)")
+    p.add_argument("--traffic-pairs", type=int, default=3,
+                   help="idle/busy pairs for the traffic figures, whose medians are reported (default: 3)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import subprocess
 import time
@@ -93,22 +94,33 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
         started = time.monotonic()
         snap.execute("begin isolation level repeatable read read only")
         snapshot = db.scalar(snap, "select pg_export_snapshot()")
-        sums = table_checksums(snap, data_schemas(covered.schemas))
-        outside = scope.outside_references(snap, covered.schemas)
-        write_fingerprints(snap, folder)
+
+        def in_snapshot() -> tuple[dict[str, Any], Any]:
+            """What the run checks the restore against, read in the dump's snapshot while pg_dump runs."""
+            sums = table_checksums(snap, data_schemas(covered.schemas))
+            outside = scope.outside_references(snap, covered.schemas)
+            write_fingerprints(snap, folder)
+            return sums, outside
+
         old_umask = os.umask(0o077)
+        app = f"kbmigrate pg_dump {run_id}"
         try:
-            app = f"kbmigrate pg_dump {run_id}"
-            try:
-                done = clients.run_bounded(pg_dump, ["--format=custom", f"--snapshot={snapshot}", "--file", str(path),
-                                                     "--no-password", *scope.pg_dump_args(covered.schemas)],
-                                           env=env, seconds=params.seconds("backup_timeout"), application_name=app,
-                                           lock_wait=params.lock_timeout)
-            except subprocess.TimeoutExpired:
-                db.terminate(snap, app)
-                path.unlink(missing_ok=True)
-                raise BackupFailed(reason=f"pg_dump ran longer than backup_timeout {params.backup_timeout} and was "
-                                          "stopped; raise it (-p backup_timeout=2h) or back up at a quieter time") from None
+            with ThreadPoolExecutor(1, thread_name_prefix="kbmigrate-checksums") as pool:
+                reading = pool.submit(in_snapshot)
+                try:
+                    # compression level 1: about twice as fast as the default (6), for an archive ~20% larger
+                    done = clients.run_bounded(pg_dump, ["--format=custom", "--compress=1", f"--snapshot={snapshot}",
+                                                         "--file", str(path), "--no-password",
+                                                         *scope.pg_dump_args(covered.schemas)],
+                                               env=env, seconds=params.seconds("backup_timeout"), application_name=app,
+                                               lock_wait=params.lock_timeout)
+                except subprocess.TimeoutExpired:
+                    path.unlink(missing_ok=True)
+                    reading.result()
+                    db.terminate(snap, app)
+                    raise BackupFailed(reason=f"pg_dump ran longer than backup_timeout {params.backup_timeout} and was "
+                                              "stopped; raise it (-p backup_timeout=2h) or back up at a quieter time") from None
+                sums, outside = reading.result()
         finally:
             os.umask(old_umask)
         snap.execute("commit")

@@ -51,10 +51,10 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
                 row = db.rows(conn, text)[0]
                 held = time.monotonic() - t0
                 cost = db.rows(conn, probe)[0]  # while this batch still holds its row locks
-                decided = throttle.after_batch(held, int(cost["waiting"]), int(cost["active"]))
+                decided = throttle.after_batch(held, int(cost["waiting"]), int(cost["active"]), int(cost["present"]))
                 detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
                 detail.update(batch=totals["batches"] + 1, size=size, seconds=decided.seconds, waiting=decided.waiting,
-                              active=decided.active, next_size=decided.next_size, pause=decided.pause, why=decided.why)
+                              active=decided.active, present=decided.present, next_size=decided.next_size, pause=decided.pause, why=decided.why)
                 changed = row["updated"] + row["newly_quarantined"]
                 return Done(row["updated"], "applied" if changed else "noop", detail, value=row)
 

@@ -14,7 +14,9 @@ The rule (multiplicative decrease, gentle increase; bounded):
 
 - others waited on it, or it took longer than ``batch_target``: the next batch shrinks (in
   proportion to the overrun, at most by 4, never below ``MIN_BATCH``) and the pause grows (at
-  least as long as the batch held its locks, doubled while it keeps hurting, at most ``max_pause``);
+  least as long as the batch held its locks, doubled while it keeps hurting, at most ``max_pause``),
+  unless nobody else is there to yield to (no other client session ran anything in the last 2 s,
+  this run's own not counted): then it shrinks without pausing;
 - the database got busier than before the backfill: same size, a longer pause;
 - well under target (less than half) and nobody waiting: the batch grows by half again, up to
   ``batch_size``, and the pause halves;
@@ -42,6 +44,7 @@ class Decision:
     seconds: float         # how long it held its locks
     waiting: int           # sessions waiting on its locks at its end
     active: int            # other sessions running a statement
+    present: int | None    # other client sessions there at all (None: not asked)
     next_size: int
     pause: float           # before the next batch
     why: str
@@ -68,7 +71,7 @@ class Throttle:
     def min_size(self) -> int:
         return min(MIN_BATCH, self.max_size)
 
-    def after_batch(self, seconds: float, waiting: int, active: int) -> Decision:
+    def after_batch(self, seconds: float, waiting: int, active: int, present: int | None = None) -> Decision:
         """Decide the next batch's size and the pause before it, from what this batch cost."""
         size, backed_off = self.size, False
         if self.baseline is None:
@@ -78,9 +81,13 @@ class Throttle:
         elif waiting > 0 or seconds > self.target:
             factor = 0.5 if seconds <= self.target else max(0.25, min(0.5, self.target / seconds))
             self.size = max(self.min_size, int(size * factor))
-            self.pause = min(self.max_pause, max(self.pause * 2, seconds, MIN_PAUSE))
             why = (f"{waiting} session(s) waited on its locks" if waiting else
                    f"took {seconds:.3f} s > target {self.target:g} s")
+            if waiting == 0 and present == 0:
+                self.pause = 0.0
+                why += "; nobody else there: no pause"
+            else:
+                self.pause = min(self.max_pause, max(self.pause * 2, seconds, MIN_PAUSE))
             backed_off = True
         elif active >= self.baseline + BUSIER_BY:
             self.pause = min(self.max_pause, max(self.pause * 2, MIN_PAUSE))
@@ -94,7 +101,7 @@ class Throttle:
             self.pause = self.pause * 0.75 if self.pause * 0.75 >= MIN_PAUSE else 0.0
             why = "on target"
         decision = Decision(batch=len(self.decisions) + 1, size=size, seconds=round(seconds, 4), waiting=waiting,
-                            active=active, next_size=self.size, pause=round(self.pause, 3), why=why,
+                            active=active, present=present, next_size=self.size, pause=round(self.pause, 3), why=why,
                             backed_off=backed_off)
         self.decisions.append(decision)
         return decision
