@@ -9,6 +9,7 @@ import statistics
 
 from kbmigrate.dev import bench
 from kbmigrate.conninfo import Target
+from kbmigrate.paths import REPO_ROOT
 
 KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batched_over_single",
         "backfill.max_batch_seconds", "backfill.rows_per_second", "traffic.p95_over_idle", "traffic.max_wait_seconds",
@@ -52,3 +53,12 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{k}`" in table for k, _ in bench.TARGETS) and all(f"`{k}`" in table for k in bench.FIGURES)
     assert "| `scale.time_ratio_1m_over_100k` | not measured at this size |" in table
+
+
+def test_the_performance_doc_shows_the_committed_run() -> None:
+    """docs/performance.md shows the run in bench/, and that table is what results.json says."""
+    results = json.loads((REPO_ROOT / "bench" / "results.json").read_text())
+    table = (REPO_ROOT / "bench" / "results.md").read_text()
+    assert bench.table(results) == table
+    rows = table[table.index("| figure |"):].strip()
+    assert rows in (REPO_ROOT / "docs" / "performance.md").read_text()

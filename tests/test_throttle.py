@@ -46,6 +46,15 @@ def test_with_nobody_else_there_a_slow_batch_shrinks_without_pausing() -> None:
     assert d.next_size == max(MIN_BATCH, 250 // 4) and d.pause >= 0.8
 
 
+def test_with_others_present_it_works_at_most_half_the_time() -> None:
+    t = throttle()
+    for seconds in (0.05, 0.15, 0.19, 0.05):  # fast or on target, nobody waiting: no back-off
+        d = t.after_batch(seconds=seconds, waiting=0, active=0, present=2)
+        assert d.pause >= seconds and not d.backed_off
+    d = t.after_batch(seconds=0.05, waiting=0, active=0, present=0)  # they left: full speed again
+    assert d.pause < 0.05
+
+
 def test_sessions_waiting_on_its_locks_make_it_back_off_even_when_fast() -> None:
     t = throttle()
     d = t.after_batch(seconds=0.01, waiting=2, active=0)

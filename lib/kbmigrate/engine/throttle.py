@@ -20,7 +20,10 @@ The rule (multiplicative decrease, gentle increase; bounded):
 - the database got busier than before the backfill: same size, a longer pause;
 - well under target (less than half) and nobody waiting: the batch grows by half again, up to
   ``batch_size``, and the pause halves;
-- otherwise: as it is, the pause easing off.
+- otherwise: as it is, the pause easing off;
+- and whenever other client sessions are present (running, in a transaction, or active in the
+  last 2 s), the pause is at least as long as the batch held its locks: the backfill works at most
+  half the time while the application is there, and at full speed when it is not.
 
 Each decision is kept (and written in the batch's ledger row) so the notebook can chart them.
 """
@@ -100,6 +103,10 @@ class Throttle:
         else:
             self.pause = self.pause * 0.75 if self.pause * 0.75 >= MIN_PAUSE else 0.0
             why = "on target"
+        if self.enabled and present and self.pause < min(seconds, self.max_pause):
+            # others are using the database: the backfill works at most half the time
+            self.pause = round(min(seconds, self.max_pause), 3)
+            why += f"; {present} other session(s) present: pause as long as the batch"
         decision = Decision(batch=len(self.decisions) + 1, size=size, seconds=round(seconds, 4), waiting=waiting,
                             active=active, present=present, next_size=self.size, pause=round(self.pause, 3), why=why,
                             backed_off=backed_off)
