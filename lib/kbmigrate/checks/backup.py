@@ -165,7 +165,7 @@ def write_fingerprints(conn: psycopg.Connection[Any], folder: Path) -> None:
         path = folder / f"{table}.fingerprints.gz"
         old = os.umask(0o077)
         try:
-            with gzip.open(path, "wb") as out, conn.cursor().copy(f"copy ({query}) to stdout") as copy:
+            with gzip.open(path, "wb", compresslevel=1) as out, conn.cursor().copy(f"copy ({query}) to stdout") as copy:
                 for chunk in copy:
                     out.write(chunk)
         finally:

@@ -103,6 +103,7 @@ def restore_list(pg_restore: Path, dump: Path, refs: list[dict[str, Any]],
     return "\n".join(keep) + "\n", skipped
 
 
+RESTORE_JOBS = max(1, min(4, os.cpu_count() or 1))
 RESTORE_SECONDS = 3600  # the drill's restore runs on the local server; bounded all the same
 
 
@@ -129,7 +130,9 @@ def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
         try:
             env = {**os.environ, **libpq_env(local.with_database(scratch))}
             try:
-                done = clients.run_bounded(pg_restore, ["--exit-on-error", "--single-transaction", "--no-password",
+                # in parallel (data, then indexes and constraints): the scratch database is dropped
+                # whatever happens, so it needs no single transaction to be left clean
+                done = clients.run_bounded(pg_restore, ["--exit-on-error", f"--jobs={RESTORE_JOBS}", "--no-password",
                                                         "--no-owner", "--no-privileges", "--use-list", fh.name,
                                                         "--dbname", scratch, str(from_evidence(info["path"]))],
                                            env=env, seconds=RESTORE_SECONDS, application_name=f"kbmigrate drill {run_id}")
