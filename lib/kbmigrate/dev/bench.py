@@ -481,6 +481,17 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| `{key}` | {value} | ≤ {limit:g} | {'—' if ok is None else 'yes' if ok else 'NO'} |")
     for key in FIGURES:
         lines.append(f"| `{key}` | {get(results, key)} | | |")
+    missed = [key for key, limit in TARGETS if met(results, key, limit) is False]
+    if missed:  # say what the time goes to, not only that it missed
+        run, slowest = results["run"], results["run"]["slowest_step"]
+        lines += ["", f"## Where the time goes (missed: {', '.join(f'`{k}`' for k in missed)})", "",
+                  f"The whole run took {run['seconds']} s, the original package's way {results['seed']['seconds']} s "
+                  f"(`pg_dump` {results['seed']['pg_dump_seconds']} s, `psql` {results['seed']['psql_seconds']} s). Per step:", "",
+                  "| step | seconds |", "|---|---|"]
+        lines += [f"| {step} | {seconds} |" for step, seconds in run["step_seconds"].items()]
+        lines += ["", f"The slowest step, {slowest['step']} ({slowest['seconds']} s), by cell:", "",
+                  "| seconds | cell |", "|---|---|"]
+        lines += [f"| {c['seconds']} | `{c['cell'].replace('|', '/')}` |" for c in slowest["cells"]]
     return "\n".join(lines) + "\n"
 
 
