@@ -33,3 +33,33 @@ def test_start_stop_restart_keeps_data_and_port() -> None:
     finally:
         server.destroy()
     assert not server.root.exists()
+
+
+def test_a_port_left_in_time_wait_is_free_again_and_a_listener_is_not() -> None:
+    """A server just stopped leaves TIME_WAIT connections on its port; it can listen there again
+    (PostgreSQL binds with SO_REUSEADDR), so its remembered port must not be given up for them."""
+    import socket
+    import time
+
+    from kbmigrate.components.embedded import _port_free
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert not _port_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server closes first: its side of the connection goes to TIME_WAIT
+    time.sleep(0.05)
+    client.close()
+    listener.close()
+    time.sleep(0.1)
+    with socket.socket() as plain:  # the old check: a bind without SO_REUSEADDR is refused here
+        try:
+            plain.bind(("127.0.0.1", port))
+            refused = False
+        except OSError:
+            refused = True
+    assert refused and _port_free(port)

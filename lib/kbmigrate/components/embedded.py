@@ -61,7 +61,10 @@ def _free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the server could listen on ``port``: asked as PostgreSQL binds (SO_REUSEADDR), so the
+    TIME_WAIT connections a server just stopped leaves behind do not count, a listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
