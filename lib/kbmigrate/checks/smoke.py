@@ -97,9 +97,11 @@ class Expected:
         return sum(n for n, _ in parts), sum(h for _, h in parts)
 
 
-def expected_figures(conn: psycopg.Connection[Any]) -> Expected:
-    rows = db.rows(conn, f"select is_shared, workspace_id, count(*) as n, sum({_HASH})::text as h "
-                         "from public.knowledge_base where is_shared or workspace_id is not null group by 1, 2")
+def expected_figures(conn: psycopg.Connection[Any], *, existed_only: bool = False) -> Expected:
+    """``existed_only``: only the entries that existed before the migration (not the legacy import's)."""
+    existed = " and not exists (select 1 from kbmigrate.legacy_imports li where li.entry_id = kb.id)" if existed_only else ""
+    rows = db.rows(conn, f"select is_shared, workspace_id, count(*) as n, coalesce(sum({_HASH}), 0)::text as h "
+                         f"from public.knowledge_base kb where (is_shared or workspace_id is not null){existed} group by 1, 2")
     shared = (sum(int(r["n"]) for r in rows if r["is_shared"]), sum(int(r["h"]) for r in rows if r["is_shared"]))
     return Expected(shared, {r["workspace_id"]: (int(r["n"]), int(r["h"])) for r in rows if not r["is_shared"]})
 
@@ -118,7 +120,6 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
     own_ws = min(member_of) if member_of else None
     own_section = db.scalar(conn, "select id from public.knowledge_base_sections where workspace_id = %s order by id limit 1",
                             (own_ws,)) if own_ws else None
-    any_shared = db.scalar(conn, "select exists (select 1 from public.knowledge_base where is_shared)")
     # shared rows are tried by key: a write over every shared row scans the table, per user
     shared_ids = [x["id"] for x in db.rows(conn, "select id from public.knowledge_base where is_shared order by id limit %s",
                                            (SHARED_TRIED,))]
@@ -139,7 +140,7 @@ def probe(conn: psycopg.Connection[Any], params: RunParams, who: Subject,
         r["sections_ok"] = seen_sections == expected_sections
         r["view_ok"] = view_ws <= member_of
         r["quarantine_hidden"] = actual["quarantined"] == 0
-        r["shared_readable"] = who.role != "authenticated" or not any_shared or actual["shared"] > 0
+        r["shared_readable"] = who.role != "authenticated" or not shared_ids or actual["shared"] > 0
         if own_ws:
             created = attempt(conn, "insert into public.knowledge_base (title, content, workspace_id, section_id) "
                                     "values ('smoke test', 'x', %s, %s)", (own_ws, own_section))
@@ -181,17 +182,11 @@ def can_read_any(conn: psycopg.Connection[Any], user_id: uuid.UUID, ids: list[uu
 
 def still_readable(conn: psycopg.Connection[Any], subjects: list[Subject],
                    member_map: dict[uuid.UUID, set[uuid.UUID]]) -> list[int]:
-    """Per subject: how many of the entries that existed before the migration (all but the legacy
-    import's) they can read now, from the rule, in one scan. The isolation matrix has proved, by
-    acting as each of them, that what they read is exactly the rule's set."""
-    rows = db.rows(conn, "select is_shared, workspace_id, count(*) as n from public.knowledge_base kb "
-                         "where (is_shared or workspace_id is not null) "
-                         "and not exists (select 1 from kbmigrate.legacy_imports li where li.entry_id = kb.id) "
-                         "group by 1, 2")
-    shared = sum(int(r["n"]) for r in rows if r["is_shared"])
-    per_ws = {r["workspace_id"]: int(r["n"]) for r in rows if not r["is_shared"]}
-    return [shared + sum(per_ws.get(ws, 0) for ws in member_map.get(s.user_id, set())) if s.role == "authenticated" else 0
-            for s in subjects]
+    """Per subject: how many of the entries that existed before the migration they can read now,
+    from the rule, in one scan. The isolation matrix has proved, by acting as each of them, that
+    what they read is exactly the rule's set."""
+    existed = expected_figures(conn, existed_only=True)
+    return [existed.of(member_map.get(s.user_id, set()))[0] if s.role == "authenticated" else 0 for s in subjects]
 
 
 def app_queries(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

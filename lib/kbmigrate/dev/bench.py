@@ -45,10 +45,6 @@ CHANGING_STEPS = ("02_schema", "03_backfill", "04_seed_sections", "05_import_leg
 DEV_SECONDS = 3600  # any one client program of the bench
 
 
-def step_name(entry: dict[str, Any]) -> str:
-    return str(entry.get("step") or Path(entry["notebook"]).stem)
-
-
 def cell_profile(notebook: Path, top: int = 5) -> list[dict[str, Any]]:
     """The slowest code cells of an executed notebook (papermill records each cell's duration)."""
     nb = json.loads(notebook.read_text())
@@ -284,7 +280,7 @@ class Bench:
             self.drop(via_runner)
             self.drop(via_seed)
         b = manifest.get("backup", {})
-        steps = {step_name(s): s["seconds"] for s in manifest["steps"]}
+        steps = {runner.step_of(s): s["seconds"] for s in manifest["steps"]}
         seed_seconds = dump_seconds + psql_seconds
         changing = sum(v for k, v in steps.items() if k in CHANGING_STEPS)
         slowest = max(manifest["steps"], key=lambda s: s["seconds"])
@@ -295,7 +291,7 @@ class Bench:
                         "changing_over_seed": round(changing / psql_seconds, 2),
                         "notebook_overhead_seconds": round(trivial, 2),
                         "step_seconds": steps,
-                        "slowest_step": {"step": step_name(slowest), "seconds": slowest["seconds"],
+                        "slowest_step": {"step": runner.step_of(slowest), "seconds": slowest["seconds"],
                                          "cells": cell_profile(REPO_ROOT / slowest["notebook"])}},
                 "seed": {"pg_dump_seconds": round(dump_seconds, 2), "psql_seconds": round(psql_seconds, 2),
                          "seconds": round(seed_seconds, 2)},
