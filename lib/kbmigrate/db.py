@@ -2,7 +2,7 @@
 
 Every session the tool opens gets ``lock_timeout``, ``statement_timeout`` and
 ``idle_in_transaction_session_timeout`` right after it connects (``Limits``), read back from the
-server. When ``KBMIGRATE_SESSION_LOG`` names a file (a run sets it to runs/<id>/sessions.jsonl,
+server, and ``client_connection_check_interval``, so that what it runs stops soon after it is gone. When ``KBMIGRATE_SESSION_LOG`` names a file (a run sets it to runs/<id>/sessions.jsonl,
 and its kernels inherit it), each session is listed there with the settings the server holds:
 the evidence that no session of the run could wait without limit.
 """
@@ -35,6 +35,11 @@ class Limits:
     idle_in_transaction: str = "10min"
 
 
+# How often the server checks, while a statement runs, that this client is still there: a run
+# whose laptop died stops its statement (a concurrent index build waiting for its turn, say) and
+# lets its locks go within seconds, instead of going on alone (PostgreSQL 14 and newer).
+CLIENT_CHECK = "2s"
+
 # For sessions that are not part of a run (kbmigrate runs/verify, the dev tooling): short reads.
 READ = Limits("2s", "1min")
 
@@ -54,8 +59,10 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
         row = conn.execute(
             "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
             "set_config('statement_timeout', %s, false), "
-            "set_config('idle_in_transaction_session_timeout', %s, false)",
-            (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction)).fetchone()
+            "set_config('idle_in_transaction_session_timeout', %s, false), "
+            "set_config('client_connection_check_interval', %s, false)",
+            (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction,
+             CLIENT_CHECK)).fetchone()
         if not autocommit:
             conn.commit()
     except BaseException:

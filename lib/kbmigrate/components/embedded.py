@@ -77,8 +77,10 @@ class EmbeddedServer:
     ``password`` the server asks every TCP login for one (scram-sha-256), as Supabase does;
     without, it trusts local logins (the demo default)."""
 
-    def __init__(self, root: Path = EMBEDDED_DIR, *, superuser: str = SUPERUSER, password: str | None = None) -> None:
+    def __init__(self, root: Path = EMBEDDED_DIR, *, superuser: str = SUPERUSER, password: str | None = None,
+                 settings: str = "") -> None:
         self.root = root
+        self.settings = settings  # postgresql.conf lines after SERVER_CONF (the test server's own)
         self.superuser = superuser
         self.password = password
         self.pgdata = root / "pgdata"
@@ -155,7 +157,7 @@ class EmbeddedServer:
             raise EmbeddedServerFailed(reason=f"initdb failed: {done.stderr.strip()[-300:]}", log=self.log)
         conf = self.pgdata / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as fh:
-            fh.write("\n# kbmigrate embedded server\n" + SERVER_CONF)
+            fh.write("\n# kbmigrate embedded server\n" + SERVER_CONF + self.settings)
 
     def port(self) -> int | None:
         """The port of the running server, from postmaster.pid; None when it is not running."""

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.engine import ledger
+from kbmigrate.engine import failpoint, ledger
 from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
@@ -103,6 +103,12 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     if reason:
         return ledger_only({"skipped": reason})
     already, _ = verify_passes(conn, change, params, settings)
+    if already and change.has("notx"):
+        built_by = _started_unrecorded(conn, change)
+        if built_by:  # this migration built it; the run that did stopped before recording it
+            as_change(lambda: Done(0, "applied", {"notx": True, "built_by_run": built_by,
+                                                  "recorded": "by a later attempt: the build was complete"}))
+            return Outcome(change.name, "applied", 0, time.monotonic() - started, {"built_by_run": built_by})
     if already:
         detail: dict[str, Any] = {"already": "verify passed before deploy"}
         if params.accept_changed_sql:
@@ -121,7 +127,8 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         return Done(0, detail={"notx": True})
 
     try:
-        if change.has("notx"):  # outside a transaction; ledgered right after, with its verify
+        if change.has("notx"):  # outside a transaction; its intent ledgered before, its outcome right after
+            _record_started(conn, change, sha, params, run_id)
             transaction.with_lock_retries(params, change.step, change.name,
                                           lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
             done = as_change(verify_after_notx)
@@ -131,6 +138,23 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         record_failure(conn, run_id, change, sha, exc, params)
         raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
     return Outcome(change.name, "applied", done.rows, time.monotonic() - started)
+
+
+def _record_started(conn: psycopg.Connection[Any], change: Change, sha: str, params: RunParams, run_id: str) -> None:
+    """Before a build outside any transaction: the ledger says it began (and who began it)."""
+    with conn.transaction():
+        transaction.begin(conn, params)
+        ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
+                      rows_affected=None, outcome="started", detail={"notx": True})
+
+
+def _started_unrecorded(conn: psycopg.Connection[Any], change: Change) -> str | None:
+    """The run that started building ``change`` and never recorded an outcome, if its latest row says so."""
+    if not ledger.exists(conn):
+        return None
+    latest = db.rows(conn, "select run_id, outcome from kbmigrate.ledger where change = %s order by id desc limit 1",
+                     (change.name,))
+    return latest[0]["run_id"] if latest and latest[0]["outcome"] == "started" else None
 
 
 def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParams,
@@ -151,7 +175,8 @@ def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParam
     conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (index.lock_timeout, index.statement_timeout))
     try:
-        conn.execute(deploy)
+        with failpoint.while_building(change.name, conn.info.dsn, conn.info.backend_pid):
+            conn.execute(deploy)
     finally:
         conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                      saved)

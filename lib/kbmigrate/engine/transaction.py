@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from kbmigrate.engine import blockers, ledger
+from kbmigrate.engine import blockers, failpoint, ledger
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import Blocked
 from kbmigrate.paths import read_sql
@@ -86,6 +86,7 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
             done = work()
             ledger.record(conn, run_id=run_id, step=step, change=change, sql_sha256=sha,
                           rows_affected=done.rows, outcome=done.outcome, detail=done.detail)
+            failpoint.reach(change)  # a crash test's power cut: after the work and its record, before COMMIT
             return done
     return with_lock_retries(params, step, change, attempt, run_id, conn)
 

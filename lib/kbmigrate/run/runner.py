@@ -27,7 +27,7 @@ from papermill.exceptions import PapermillExecutionError
 
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
-from kbmigrate.engine import blockers, ledger, plan
+from kbmigrate.engine import blockers, failpoint, ledger, plan
 from kbmigrate.run import interrupt, manifest, notebooks, report, summary
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
@@ -107,7 +107,7 @@ def kernel_environment(target: Target) -> Iterator[None]:
     """The kernels inherit this process's environment, with the target's own settings on top:
     they connect exactly as this process does (a setting the target leaves out, such as
     PGPASSFILE, PGSSLMODE or PGSERVICEFILE, comes from the environment for both)."""
-    settings = libpq_env(target)
+    settings = {**libpq_env(target), failpoint.RUNNER_PID: str(os.getpid())}  # a failpoint's crash takes the run too
     saved = {k: os.environ.get(k) for k in {*LIBPQ_VARS, *settings}}
     try:
         os.environ.update(settings)
