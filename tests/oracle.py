@@ -62,3 +62,11 @@ def classify_kb(entries: list[dict[str, Any]], memberships: list[dict[str, Any]]
         else:
             out["backfill_from_creator"].append(e["id"])
     return out
+
+
+def readable_ids(entries: list[dict[str, Any]], member_of: set[uuid.UUID], role: str) -> set[uuid.UUID]:
+    """SPEC "The database after": an authenticated user reads the shared rows and the rows of the
+    workspaces they are a member of; quarantined rows nobody; anon nothing."""
+    if role != "authenticated":
+        return set()
+    return {e["id"] for e in entries if e["is_shared"] or (e["workspace_id"] is not None and e["workspace_id"] in member_of)}

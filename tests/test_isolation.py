@@ -3,9 +3,11 @@ lockouts and leaks; the lost-access list matches an independent computation."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -19,7 +21,7 @@ from kbmigrate.checks.rls import acting_as
 from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, new_demo
-from oracle import fetch
+from oracle import fetch, readable_ids
 from test_runbook import QUIET
 
 PARAMS = RunParams()
@@ -44,8 +46,32 @@ def test_isolation_matrix_on_the_small_demo(migrated: Target) -> None:
     assert sum(label.startswith("member of ") and "workspaces" not in label for label in labels) == workspaces_with_members
     assert any(label.endswith("workspaces") for label in labels)
     assert "signed in, no workspace" in labels and "anon" in labels
-    for row in matrix:
-        assert row["pass"], row
+    # each subject's reads, acting as them with raw SQL, against the oracle's set from raw rows
+    with db.connect(migrated, autocommit=True) as conn:
+        entries = fetch(conn, "select id, workspace_id, is_shared from knowledge_base")
+        members: dict[Any, set[Any]] = {}
+        for m in fetch(conn, "select user_id, workspace_id from workspace_members"):
+            members.setdefault(m["user_id"], set()).add(m["workspace_id"])
+        for subject, row in zip(subjects, matrix):
+            should = readable_ids(entries, members.get(subject.user_id, set()), subject.role)
+            with conn.transaction(force_rollback=True):
+                conn.execute("select set_config('request.jwt.claims', %s, true)",
+                             (json.dumps({"role": subject.role, **({"sub": str(subject.user_id)} if subject.user_id else {})}),))
+                conn.execute(sql.SQL("set local role {}").format(sql.Identifier(subject.role)))
+                try:
+                    seen = {r["id"] for r in fetch(conn, "select id from knowledge_base")}
+                except psycopg.errors.InsufficientPrivilege:
+                    seen = set()
+            assert seen == should, f"{subject.label}: reads {len(seen)} entries, the SPEC allows {len(should)}"
+            assert row["reads"] == row["expected"] == len(should), (subject.label, row)
+            # the writes each subject tried: refused outside their workspaces, allowed inside
+            observed = {k: row[k] for k in ("insert_other_refused", "insert_shared_refused", "update_other_0",
+                                            "delete_other_0", "shared_readonly", "section_other_refused",
+                                            "quarantine_hidden", "view_ok", "sections_ok", "shared_readable")}
+            if subject.role == "authenticated" and members.get(subject.user_id):
+                observed.update({k: row[k] for k in ("create_own", "edit_own", "move_out_refused")})
+            assert all(v is True for v in observed.values()), (subject.label, observed)
+            assert row["pass"] is True, row
     anon = next(r for r in matrix if r["role"] == "anon")
     assert anon["reads"] == 0
     loner = next(r for r in matrix if r["user"] == "signed in, no workspace")

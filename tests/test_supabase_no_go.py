@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +22,7 @@ from kbmigrate import db
 from kbmigrate.checks import pooler, preflight
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
+from kbmigrate.paths import REPO_ROOT
 
 import supabase_server
 from conftest import drop, new_demo, run_cli
@@ -132,3 +134,30 @@ def test_the_current_auth_uid_passes(demo: Target) -> None:
     with db.connect(demo) as conn:
         ok, detail = preflight.auth_uid_reads_claims(conn)
     assert ok, detail
+
+
+def test_no_client_of_the_servers_version_is_a_no_go_naming_what_to_install(demo: Target) -> None:
+    """Where no pg_dump/pg_restore of the server's major is installed (PostgreSQL 17 on Debian,
+    whose archive has none, unless KBMIGRATE_PG_BINDIR names some), preflight says NO-GO and
+    names the programs and how to install them, before anything changes."""
+    with db.connect(demo) as conn:
+        major = int(db.scalar(conn, "show server_version_num")) // 10000
+    env = {k: v for k, v in os.environ.items() if k != "KBMIGRATE_PG_BINDIR"}
+    saved = os.environ.pop("KBMIGRATE_PG_BINDIR", None)
+    try:
+        from kbmigrate.checks import clients
+        elsewhere = [p for p in clients.candidates("pg_dump") if clients.major_of(str(p)) == major]
+    finally:
+        if saved is not None:
+            os.environ["KBMIGRATE_PG_BINDIR"] = saved
+    if elsewhere:
+        pytest.skip(f"PostgreSQL {major}'s pg_dump is installed here ({elsewhere[0]}); the CI leg on 17 "
+                    "has its clients only through KBMIGRATE_PG_BINDIR")
+    before = checksums(demo)
+    done = subprocess.run([str(Path(sys.executable).parent / "kbmigrate"), "run", "--dsn", demo.conninfo,
+                           "--no-progress"], capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    for words in ("NO-GO", f"No pg_dump of PostgreSQL {major}", f"postgresql-client-{major}",
+                  f"postgresql@{major}", "KBMIGRATE_PG_BINDIR"):
+        assert words in done.stdout + done.stderr, (words, done.stdout[-1500:], done.stderr)
+    assert_untouched(demo, before)

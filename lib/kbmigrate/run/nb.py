@@ -168,7 +168,7 @@ def check(ok: bool, what: str, offending: pd.DataFrame | None = None, *, show: i
     if ok:
         return
     if offending is not None and len(offending):
-        lines = [" | ".join(str(v) for v in row)[:200] for row in offending.head(show).itertuples(index=False)]
+        lines = [" | ".join(str(v) for v in row)[:500] for row in offending.head(show).itertuples(index=False)]
         more = f" (first {show} of {len(offending)})" if len(offending) > show else ""
         what = f"{what}{more}:\n  " + "\n  ".join(lines)
     raise CheckFailed(what=what)
