@@ -116,12 +116,16 @@ def pytest_configure(config: pytest.Config) -> None:
     SERVER[:] = [Target(session["server"], "dsn", known_secrets(session["server"]))]
 
 
+# The files that take longest, first: pytest-xdist (``--dist loadfile``: each file on one worker,
+# its module fixtures built once, its tests in order) hands files out in collection order, so
+# the long ones start at once and the short ones fill the gaps (from `pytest --durations`).
+LONGEST_FIRST = ["test_never_hang", "test_crash_cli", "test_bench", "test_runbook", "test_rollback",
+                 "test_evidence", "test_crash", "test_secrets_and_errors", "test_lab_run", "test_legacy_sources"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """pytest-xdist (``--dist loadgroup``) keeps each test file on one worker (its module fixtures
-    and the order of its tests), unless a test names a group of its own."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: each file's own order stays
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -231,3 +235,5 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     exe = Path(sys.executable).parent / "kbmigrate"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, **(env or {})}, timeout=600)
+
+

@@ -19,7 +19,7 @@ from kbmigrate.engine.throttle import MIN_BATCH, Throttle
 from kbmigrate.paths import read_sql
 
 from conftest import drop, new_demo
-from test_crash import state
+from crash_reference import state
 
 
 def throttle(**kw: object) -> Throttle:
