@@ -220,7 +220,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
                 try:
                     return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
                 finally:
-                    with db.connect(target, autocommit=True,
+                    with db.connect(target, autocommit=True, limits=params.limits("read"),
                                     application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
                         manifest.seal(conn, folder, record)
         except BaseException:
@@ -374,7 +374,9 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     tidy_log(folder / "kernels.log", target)
     record["ended_at"] = manifest.utc_now()
     record["status"] = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
-    with db.connect(target, autocommit=True, application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
+    # under the run's own bounds: a run stopped by a lock does not wait longer for its summary
+    with db.connect(target, autocommit=True, limits=params.limits("read"),
+                    application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
         record["changed"] = summary.numbers(conn, run_id)
     manifest.write(folder, record, target)
     record["report"] = report.build(run_id)
