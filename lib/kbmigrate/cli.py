@@ -17,10 +17,7 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 import psycopg  # noqa: E402
 
 from kbmigrate import __version__, conninfo, db
-from kbmigrate.checks import rollback
 from kbmigrate.engine import lock, plan, revert
-from kbmigrate.run import manifest as manifest_of
-from kbmigrate.run import notebooks, runner, summary
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
 from kbmigrate.errors import BadParameter, Blocked, EvidenceBroken, KbError, NoSuchRun
 from kbmigrate.paths import RUNS_DIR, shown
@@ -146,6 +143,9 @@ def _param_values(pairs: list[str]) -> dict[str, object]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kbmigrate.run import manifest as manifest_of
+    from kbmigrate.run import runner, summary
+
     if args.resume:
         record = manifest_of.load_for_resume(args.resume)
         known = set(RunParams().as_dict())
@@ -168,6 +168,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from kbmigrate.checks import rollback
+    from kbmigrate.run import runner
+
     if args.confirm != args.run:
         raise rollback.RollbackRefused(reason=f"--confirm must repeat the run id ({args.run}) to restore its backup")
     rollback.load(args.run)  # refuses a missing or tampered backup before anything starts
@@ -182,6 +185,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_revert(args: argparse.Namespace) -> int:
+    from kbmigrate.run import runner
+
     params = _parse_params(args.param or [])
     revert.expand(args.change, params)  # an unknown change is refused before connecting
     target = _target(args)
@@ -197,6 +202,8 @@ def cmd_revert(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
+    from kbmigrate.run import notebooks, runner
+
     steps = runner.select_steps(None, [args.step]) if args.step else [*plan.STEPS, "07_rollback"]
     for step in steps:
         print(f"{step} ({shown(notebooks.path(step))}):")

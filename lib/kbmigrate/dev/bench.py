@@ -407,12 +407,15 @@ def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, t
         echo("the whole run against pg_dump + psql …")
         results.update(b.run_figures())
         smaller = Bench(server, SCALE_FROM[size], echo)
-        smaller.ensure_base()
-        echo(f"growth: the whole run at {smaller.size} …")
-        try:
-            small_rows, small_seconds = smaller.whole_run_seconds()
-        finally:
-            smaller.cleanup()
+        if smaller.size == size:  # the smallest size has none smaller: its own run stands in
+            small_rows, small_seconds = results["dataset"]["kb_rows"], results["run"]["seconds"]
+        else:
+            smaller.ensure_base()
+            echo(f"growth: the whole run at {smaller.size} …")
+            try:
+                small_rows, small_seconds = smaller.whole_run_seconds()
+            finally:
+                smaller.cleanup()
         rows_ratio = results["dataset"]["kb_rows"] / small_rows
         time_ratio = results["run"]["seconds"] / small_seconds
         results["scale"] = {"sizes": [smaller.size, size], "kb_rows": [small_rows, results["dataset"]["kb_rows"]],

@@ -335,6 +335,9 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
                     notebooks.read(step), str(out), parameters={"run_id": run_id, **parameters, **extra},
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
                     request_save_on_cell_execute=True, kernel_manager_class=kernels,
+                    # the notebook is done and saved, its transactions are over: end the kernel at
+                    # once rather than wait on its graceful exit (0.4 s or more per step)
+                    shutdown_kernel="immediate",
                 )
                 entry["status"] = "succeeded"
             except PapermillExecutionError as exc:
