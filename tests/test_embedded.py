@@ -63,3 +63,18 @@ def test_a_port_left_in_time_wait_is_free_again_and_a_listener_is_not() -> None:
         except OSError:
             refused = True
     assert refused and _port_free(port)
+
+
+def test_a_server_first_started_inside_a_run_starts(tmp_path) -> None:
+    """The restore drill may be the first to start the local server, under the run's private umask:
+    its folders are then 0700 and 0711, which a server process still in root's group cannot enter."""
+    old = os.umask(0o077)
+    server = EmbeddedServer(STATE_DIR / f"test-umask-{uuid.uuid4().hex[:8]}" / "embedded")
+    try:
+        info = server.ensure_running()
+        with psycopg.connect(info, autocommit=True) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        os.umask(old)
+        server.destroy()
+        server.root.parent.rmdir()

@@ -113,9 +113,13 @@ class EmbeddedServer:
                 parent.chmod(mode | stat.S_IXOTH)
 
     def _pg(self, program: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        user = self._run_as()
+        # As root: the server's user, its own group and no other (subprocess's user= alone keeps
+        # root's group, for which a folder made under a private umask, 0700 or 0711, is closed).
+        as_user = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []} if user else {}
         return subprocess.run(
             [str(bin_dir() / program), *args],
-            user=self._run_as(), capture_output=True, text=True, timeout=timeout, cwd="/",
+            capture_output=True, text=True, timeout=timeout, cwd="/", **as_user,
         )
 
     # -- life cycle ------------------------------------------------------------------------
