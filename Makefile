@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python >= 3.11 not found on PATH; install it or pass PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'  # bytecode is written as modules are first imported
+	$(BIN)/python -m pip install --quiet -e '.[dev]'  # compiled here: PYTHONDONTWRITEBYTECODE may forbid it later
 	@touch $(STAMP)
 
 venv: $(STAMP)
