@@ -59,3 +59,21 @@ def test_busy_table_retries_then_succeeds_or_stops(server: Target) -> None:
         assert all(o.outcome in ("applied", "noop") for o in done)
     finally:
         drop(server, target)
+
+
+def test_the_blocker_named_is_on_this_database(server: Target) -> None:
+    """Relation oids are per database, and two databases cloned from one template share them: a
+    session holding the same-numbered table on another database is not this run's blocker."""
+    target, elsewhere = new_demo(server, "kbt_busy_here"), new_demo(server, "kbt_busy_there")
+    try:
+        with db.connect(elsewhere, application_name="an app of another database") as other, \
+                db.connect(target, application_name="a long app read") as here:
+            other.execute("lock table knowledge_base in access share mode")  # held longer: named first if counted
+            time.sleep(1.1)
+            here.execute("lock table knowledge_base in access share mode")
+            with db.connect(target, autocommit=True) as conn, pytest.raises(Blocked) as exc:
+                apply_step(conn, "02_schema", RunParams(lock_timeout="200ms", lock_retries=0), "busy-here", progress=False)
+        assert "a long app read" in exc.value.message and "another database" not in exc.value.message, exc.value.message
+    finally:
+        drop(server, target)
+        drop(server, elsewhere)

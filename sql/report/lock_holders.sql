@@ -15,6 +15,7 @@ join pg_stat_activity a on a.pid = l.pid
 join pg_class c on c.oid = l.relation
 join pg_namespace n on n.oid = c.relnamespace
 where l.granted and l.locktype = 'relation'
+  and l.database = (select oid from pg_database where datname = current_database())  -- relation oids are per database
   and n.nspname in ('public', 'kbmigrate', 'kb_private')
   and a.pid <> pg_backend_pid()
   and a.application_name not like %(pattern)s
