@@ -119,7 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # The files that take longest, first: pytest-xdist (``--dist loadfile``: each file on one worker,
 # its module fixtures built once, its tests in order) hands files out in collection order, so
 # the long ones start at once and the short ones fill the gaps (from `pytest --durations`).
-LONGEST_FIRST = ["test_rollback", "test_never_hang", "test_runbook", "test_crash_cli", "test_interrupt",
+LONGEST_FIRST = ["test_rollback", "test_runbook", "test_never_hang", "test_never_hang_late", "test_crash_cli", "test_interrupt",
                  "test_secrets_and_errors", "test_evidence", "test_report", "test_lab_run", "test_bench", "test_crash",
                  "test_legacy_sources", "test_nbval", "test_isolation", "test_cli", "test_conninfo"]
 
