@@ -75,7 +75,8 @@ def crash_at(target: Target, point: str, params: RunParams) -> None:
     run_id = "crashed"
     if point.endswith(":building"):  # the changes before the build, then the build waits for a writer
         name = point.removesuffix(":building")
-        before = [c for c in for_step("02_schema", params)][: [c.name for c in for_step("02_schema", params)].index(name)]
+        changes = for_step("02_schema", params)
+        before = changes[:[c.name for c in changes].index(name)]
         with db.connect(target, limits=params.limits("read"), autocommit=True) as conn:
             for change in before:
                 apply.apply(conn, change, params, run_id)

@@ -118,15 +118,18 @@ def test_the_probe_counts_the_sessions_waiting_on_this_one(server: Target) -> No
 
 @contextmanager
 def application_present(target: Target) -> Iterator[None]:
-    """Another client, busy every 100 ms for as long as the block runs."""
-    stop = threading.Event()
+    """Another client, busy every 100 ms for as long as the block runs (there before it begins)."""
+    stop, there = threading.Event(), threading.Event()
 
     def app() -> None:
         with psycopg.connect(target.conninfo, application_name="an app", autocommit=True) as conn:
+            conn.execute("select 1")
+            there.set()
             while not stop.wait(0.1):
                 conn.execute("select 1")
     thread = threading.Thread(target=app)
     thread.start()
+    assert there.wait(30), "the application never connected"
     try:
         yield
     finally:

@@ -56,13 +56,14 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
     except psycopg.OperationalError as exc:
         raise classify_connect_error(target, exc) from None
     try:
+        check = conn.info.server_version >= 140000  # client_connection_check_interval is new in 14
         row = conn.execute(
             "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
             "set_config('statement_timeout', %s, false), "
-            "set_config('idle_in_transaction_session_timeout', %s, false), "
-            "set_config('client_connection_check_interval', %s, false)",
+            "set_config('idle_in_transaction_session_timeout', %s, false)"
+            + (", set_config('client_connection_check_interval', %s, false)" if check else ""),
             (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction,
-             CLIENT_CHECK)).fetchone()
+             *([CLIENT_CHECK] if check else []))).fetchone()
         if not autocommit:
             conn.commit()
     except BaseException:

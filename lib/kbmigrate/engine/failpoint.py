@@ -60,10 +60,11 @@ def while_building(name: str, dsn: str, backend_pid: int) -> Iterator[None]:
     if not _armed(f"{name}:building"):
         yield
         return
-    import psycopg
+    from kbmigrate import db
+    from kbmigrate.conninfo import Target
 
     def watch() -> None:
-        with psycopg.connect(dsn, autocommit=True, application_name="kbmigrate failpoint") as conn:
+        with db.connect(Target(dsn, "dsn"), autocommit=True, application_name="kbmigrate failpoint") as conn:
             for _ in range(6000):  # 10 minutes at most
                 if conn.execute("select 1 from pg_stat_progress_create_index where pid = %s "
                                 "and phase <> 'initializing'", (backend_pid,)).fetchone():  # in the catalog
