@@ -220,13 +220,22 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
                 try:
                     return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
                 finally:
-                    with db.connect(target, autocommit=True, limits=params.limits("read"),
+                    with db.connect(target, autocommit=True, limits=closing_limits(params),
                                     application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
                         manifest.seal(conn, folder, record)
         except BaseException:
             if not resume and not (folder / "manifest.json").exists():  # refused before it began: nothing to keep
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+def closing_limits(params: RunParams) -> db.Limits:
+    """The bounds of a run's closing sessions (its summary, its seal): the run's own, but never
+    longer than the tool's short reads. A run stopped by a lock, or interrupted, ends at once
+    even when it was given a long lock_timeout."""
+    lock = params.lock_timeout if params.seconds("lock_timeout") <= 2 else db.READ.lock_timeout
+    statement = params.read_timeout if params.seconds("read_timeout") <= 60 else db.READ.statement_timeout
+    return db.Limits(lock, statement)
 
 
 def step_of(entry: dict[str, Any]) -> str:
@@ -377,8 +386,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
     tidy_log(folder / "kernels.log", target)
     record["ended_at"] = manifest.utc_now()
     record["status"] = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
-    # under the run's own bounds: a run stopped by a lock does not wait longer for its summary
-    with db.connect(target, autocommit=True, limits=params.limits("read"),
+    with db.connect(target, autocommit=True, limits=closing_limits(params),
                     application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
         record["changed"] = summary.numbers(conn, run_id)
     manifest.write(folder, record, target)
