@@ -2,7 +2,8 @@
 
 Every session the tool opens gets ``lock_timeout``, ``statement_timeout`` and
 ``idle_in_transaction_session_timeout`` right after it connects (``Limits``), read back from the
-server, and ``client_connection_check_interval``, so that what it runs stops soon after it is gone. When ``KBMIGRATE_SESSION_LOG`` names a file (a run sets it to runs/<id>/sessions.jsonl,
+server, and ``client_connection_check_interval``, so that what it runs stops soon after it is
+gone. When ``KBMIGRATE_SESSION_LOG`` names a file (a run sets it to runs/<id>/sessions.jsonl,
 and its kernels inherit it), each session is listed there with the settings the server holds:
 the evidence that no session of the run could wait without limit.
 """

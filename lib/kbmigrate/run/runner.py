@@ -233,8 +233,9 @@ def closing_limits(params: RunParams) -> db.Limits:
     """The bounds of a run's closing sessions (its summary, its seal): the run's own, but never
     longer than the tool's short reads. A run stopped by a lock, or interrupted, ends at once
     even when it was given a long lock_timeout."""
-    lock = params.lock_timeout if params.seconds("lock_timeout") <= 2 else db.READ.lock_timeout
-    statement = params.read_timeout if params.seconds("read_timeout") <= 60 else db.READ.statement_timeout
+    short = RunParams(lock_timeout=db.READ.lock_timeout, read_timeout=db.READ.statement_timeout)
+    lock = min(params, short, key=lambda p: p.seconds("lock_timeout")).lock_timeout
+    statement = min(params, short, key=lambda p: p.seconds("read_timeout")).read_timeout
     return db.Limits(lock, statement)
 
 
