@@ -39,6 +39,14 @@ class Stop:
     sessions_ended: list[int] = field(default_factory=list)
     kernels_interrupted: int = 0
     done: threading.Event = field(default_factory=threading.Event)
+    helper: threading.Thread | None = None
+
+    def settle(self) -> None:
+        """Stop the helper thread and wait for it: a round of it still under way would end the
+        sessions the run opens next (its summary, its seal), which carry the run's name too."""
+        self.done.set()
+        if self.helper is not None:
+            self.helper.join(timeout=10)
 
     def as_dict(self) -> dict[str, Any]:
         return {"signal": self.signal, "at": self.at, "sessions_ended": sorted(set(self.sessions_ended)),
@@ -87,8 +95,9 @@ def stop_on_signals(target: Target, run_id: str, say: Callable[[str], None], now
         stop.signal, stop.at = signal.Signals(signum).name, now()
         say(f"kbmigrate: {stop.signal}: stopping run {run_id}: cancelling its statements and ending its sessions "
             "(again to stop at once)")
-        threading.Thread(target=_stop_everything, args=(target, run_id, stop), name="kbmigrate stop",
-                         daemon=True).start()
+        stop.helper = threading.Thread(target=_stop_everything, args=(target, run_id, stop),
+                                       name="kbmigrate stop", daemon=True)
+        stop.helper.start()
 
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield stop
@@ -97,6 +106,6 @@ def stop_on_signals(target: Target, run_id: str, say: Callable[[str], None], now
     try:
         yield stop
     finally:
-        stop.done.set()
+        stop.settle()
         for s, old in saved.items():
             signal.signal(s, old)

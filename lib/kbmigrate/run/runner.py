@@ -382,7 +382,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
         if stop.signal and failure is None:  # stopped between steps
             failure = Interrupted(run=run_id, signal=stop.signal, step="the pause between two steps", evidence=shown(folder))
         if stop.signal:
-            stop.done.set()
+            stop.settle()
             record["interrupted"] = stop.as_dict()
     tidy_log(folder / "kernels.log", target)
     record["ended_at"] = manifest.utc_now()
