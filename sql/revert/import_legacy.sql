@@ -7,7 +7,8 @@ where i.source = current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source' an
 delete from kbmigrate.legacy_imports where source = current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source';
 do $$
 begin
-  assert not exists (select 1 from public.knowledge_base
-                     where metadata ->> 'imported_from' = current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source'),
-         'entries imported from ' || (current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source') || ' remain';
+  if not coalesce(not exists (select 1 from public.knowledge_base
+                              where metadata ->> 'imported_from' = current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source'), false) then
+    raise exception '%', 'entries imported from ' || (current_setting('kbmigrate.legacy_spec')::jsonb ->> 'source') || ' remain';
+  end if;
 end $$;

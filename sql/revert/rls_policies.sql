@@ -12,7 +12,11 @@ alter table public.knowledge_base disable row level security;
 alter table public.knowledge_base_sections disable row level security;
 do $$
 begin
-  assert not exists (select 1 from pg_policies where schemaname = 'public'
-                     and tablename in ('knowledge_base', 'knowledge_base_sections')), 'KB policies remain';
-  assert not (select relrowsecurity from pg_class where oid = 'public.knowledge_base'::regclass), 'RLS still on';
+  if not coalesce(not exists (select 1 from pg_policies where schemaname = 'public'
+                              and tablename in ('knowledge_base', 'knowledge_base_sections')), false) then
+    raise exception '%', 'KB policies remain';
+  end if;
+  if not coalesce(not (select relrowsecurity from pg_class where oid = 'public.knowledge_base'::regclass), false) then
+    raise exception '%', 'RLS still on';
+  end if;
 end $$;

@@ -15,10 +15,14 @@ begin
               when 'current_workspace' then exists (select 1 from public.users u
                                                     where u.id = kb.created_by and u.current_workspace_id is not null)
             end);
-  assert placeable = 0, placeable || ' entries without a workspace could still be shared or assigned';
+  if not coalesce(placeable = 0, false) then
+    raise exception '%', placeable || ' entries without a workspace could still be shared or assigned';
+  end if;
   select count(*) into unlisted
   from public.knowledge_base kb
   where kb.workspace_id is null and not kb.is_shared
     and not exists (select 1 from kbmigrate.quarantine q where q.entry_id = kb.id);
-  assert unlisted = 0, unlisted || ' quarantined entries are not listed in kbmigrate.quarantine';
+  if not coalesce(unlisted = 0, false) then
+    raise exception '%', unlisted || ' quarantined entries are not listed in kbmigrate.quarantine';
+  end if;
 end $$;

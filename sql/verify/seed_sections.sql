@@ -7,5 +7,7 @@ begin
   cross join jsonb_to_recordset(current_setting('kbmigrate.sections')::jsonb) as s(name text)
   where w.is_active
     and not exists (select 1 from public.knowledge_base_sections k where k.workspace_id = w.id and k.name = s.name);
-  assert lacking = 0, lacking || ' (active workspace, default section) pairs are missing';
+  if not coalesce(lacking = 0, false) then
+    raise exception '%', lacking || ' (active workspace, default section) pairs are missing';
+  end if;
 end $$;
