@@ -238,3 +238,37 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
+
+
+def gated(target: Target, run_id: str, params: object = None, *, backup_of: str | None = None) -> dict[str, object]:
+    """Give run ``run_id`` its gates on ``target`` as a run gets them (``kbmigrate.dev.gating``):
+    for the tests that drive the engine directly."""
+    from kbmigrate.dev.gating import gated as through_the_library
+
+    return through_the_library(target, run_id, params, backup_of=backup_of)  # type: ignore[arg-type]
+
+
+_GATED: dict[str, str] = {}  # run id -> the database its gates are for, in this test process
+
+
+def gated_demo(server: Target, name: str, runs: tuple[str, ...], *, size: str = "small", seed: int = 42) -> Target:
+    """The demo's before-state, afresh, in database ``name`` (dropped first when there), with the
+    gates of ``runs`` on it: the first run's preflight and backup, the others' preflight relying on
+    that backup. A database made again under the same name from the same template is the same
+    database to the gates (server, name, host, port) and to the backup (the same before-state), so
+    the gates are taken once per process, not once per trial: for tests that repeat a migration
+    many times (the crash trials)."""
+    _drop(name)
+    with db.connect(ADMIN[0], autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {} template {} owner {}").format(
+            sql.Identifier(name), sql.Identifier(demo_template(size, seed)), sql.Identifier(supabase_server.APP_USER)))
+    target = server.with_database(name)
+    owner, *others = runs
+    if _GATED.get(owner) != name:
+        gated(target, owner)
+        _GATED[owner] = name
+    for run in others:
+        if _GATED.get(run) != name:
+            gated(target, run, backup_of=owner)
+            _GATED[run] = name
+    return target

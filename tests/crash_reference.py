@@ -11,7 +11,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.plan import for_step
 
-from conftest import drop, new_demo
+from conftest import drop, gated, new_demo
 from crash_child import STEPS, apply_all
 
 BATCHES = 4  # the backfill's batch size is chosen so that it takes at least this many batches
@@ -78,6 +78,7 @@ def reference(server: Target) -> dict[str, Any]:
     params = RunParams(batch_size=batch_size(server))
     target = new_demo(server, "kbt_crash_ref")
     try:
+        gated(target, "reference", params)
         apply_all(target, params, "reference")
         expected = state(target)
         with db.connect(target) as conn:

@@ -13,7 +13,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.plan import for_step
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 
 STATE = "select md5(string_agg((id, workspace_id, is_shared, updated_at)::text, '|' order by id)) from knowledge_base"
 QUARANTINE = "select md5(string_agg((entry_id, reason)::text, '|' order by entry_id)) from kbmigrate.quarantine"
@@ -29,10 +29,14 @@ def test_interrupted_backfill_resumes_to_the_same_result(server: Target, monkeyp
     params = RunParams(batch_size=40)
     change = for_step("03_backfill")[0]
     try:
+        gated(a, "setup", params)
+        gated(b, "setup-b", params)
+        for later in ("interrupted", "resumed"):  # later runs on a: the backup from before the first change
+            gated(a, later, params, backup_of="setup")
         with db.connect(a, autocommit=True) as ca, db.connect(b, autocommit=True) as cb:
             apply_step(ca, "02_schema", params, "setup", progress=False)
-            apply_step(cb, "02_schema", params, "setup", progress=False)
-            backfill.run(cb, change, params, "straight", progress=False)
+            apply_step(cb, "02_schema", params, "setup-b", progress=False)
+            backfill.run(cb, change, params, "setup-b", progress=False)
 
             real_record = ledger.record
             calls = {"n": 0}

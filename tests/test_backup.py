@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from kbmigrate import db
-from kbmigrate.checks import backup, clients, drill
+from kbmigrate.backup import drill
+from kbmigrate.backup import dump as backup
+from kbmigrate.checks import clients
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
 from kbmigrate.engine.params import RunParams

@@ -30,7 +30,7 @@ from kbmigrate.engine.plan import for_step
 from kbmigrate.errors import StepFailed
 from kbmigrate.paths import REPO_ROOT
 
-from conftest import drop, new_demo
+from conftest import drop, gated_demo
 from crash_child import apply_all
 from crash_reference import reference as uninterrupted, state
 
@@ -101,7 +101,7 @@ def resume(target: Target, params: RunParams) -> None:
 
 def trial(server: Target, point: str, params: RunParams, *, resumed: Callable[[Target, RunParams], None] = resume
           ) -> dict[str, str]:
-    target = new_demo(server, "kbt_crash")
+    target = gated_demo(server, f"kbt_crash_{os.getpid()}", ("crashed", "resumed"))
     try:
         crash_at(target, point, params)
         resumed(target, params)

@@ -31,7 +31,7 @@ def two_runs(server: Target) -> Iterator[tuple[Target, str, str]]:
     target = new_demo(server, "kbt_evidence")
     first, second = f"t-ev1-{uuid.uuid4().hex[:6]}", f"t-ev2-{uuid.uuid4().hex[:6]}"
     runner.run(target, RunParams(), run_id=first, **QUIET)
-    runner.run(target, RunParams(), run_id=second, **QUIET)  # the re-run: a no-op, sealed after the first
+    runner.run(target, RunParams(), run_id=second, backup_of=first, **QUIET)  # the re-run: a no-op, sealed after the first
     yield target, first, second
     drop(server, target)
 

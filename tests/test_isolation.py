@@ -20,7 +20,7 @@ from kbmigrate.paths import read_sql
 from kbmigrate.checks.rls import acting_as
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 from oracle import fetch, readable_ids
 from test_runbook import QUIET
 
@@ -30,6 +30,7 @@ PARAMS = RunParams()
 @pytest.fixture(scope="module")
 def migrated(server: Target) -> Any:
     target = new_demo(server, "kbt_iso")
+    gated(target, "iso")
     with db.connect(target, autocommit=True) as conn:
         for step in ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"):
             apply_step(conn, step, PARAMS, "iso", progress=False)
@@ -82,7 +83,8 @@ def test_isolation_matrix_on_the_small_demo(migrated: Target) -> None:
 def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
     target = new_demo(server, "kbt_leaky")
     try:
-        runner.run(target, PARAMS, only=["02", "03", "04", "05"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        first = f"t-{uuid.uuid4().hex[:8]}"
+        runner.run(target, PARAMS, only=["00", "01", "02", "03", "04", "05"], run_id=first, **QUIET)
         with db.connect(target, autocommit=True) as conn:
             victim = db.scalar(conn, "select id from workspaces where is_active order by id desc limit 1")
             # same name, still mentions is_shared and the helper: only the isolation matrix can tell
@@ -96,7 +98,7 @@ def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
             probe = smoke.probe(conn, PARAMS, smoke.Subject("member elsewhere", outsider))
         assert probe["leaked"] and set(probe["leaked"]) <= leaked and not probe["pass"]
         with pytest.raises(runner.RunFailed) as exc:
-            runner.run(target, PARAMS, only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+            runner.run(target, PARAMS, only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", backup_of=first, **QUIET)
         message = exc.value.message
         assert "06_smoke_tests" in message and "RLS LEAK" in message
         assert any(str(i) in message for i in leaked)  # the offending rows are listed
@@ -153,6 +155,7 @@ def test_the_policies_work_without_the_tools_schema(server: Target) -> None:
     schema (its ledger and bookkeeping) leaves every member seeing exactly their own."""
     target = new_demo(server, "kbt_nokbm")
     try:
+        gated(target, "nokbm")
         with db.connect(target, autocommit=True) as conn:
             for step in ("02_schema", "03_backfill"):
                 apply_step(conn, step, PARAMS, "nokbm", progress=False)

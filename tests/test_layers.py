@@ -14,11 +14,12 @@ from kbmigrate.paths import REPO_ROOT
 PACKAGE = REPO_ROOT / "lib" / "kbmigrate"
 # lowest first: a module may import from its own layer or a lower one
 LAYERS = [
-    {"kbmigrate", "kbmigrate.errors", "kbmigrate.paths"},
+    {"kbmigrate", "kbmigrate.errors", "kbmigrate.paths", "kbmigrate.digest"},
     {"kbmigrate.components"},
     {"kbmigrate.conninfo", "kbmigrate.db"},
     {"kbmigrate.engine"},
     {"kbmigrate.checks"},
+    {"kbmigrate.backup"},
     {"kbmigrate.run"},
     {"kbmigrate.dev"},
     {"kbmigrate.cli"},

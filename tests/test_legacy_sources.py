@@ -69,7 +69,8 @@ def test_a_fifth_source_is_one_line_of_data(server: Target, tmp_path: Path) -> N
 
         # revertible on its own: the other sources' imports stay
         others = _imported_elsewhere(target)
-        reverted = run_cli("revert", "import_legacy_faq", "--dsn", target.conninfo, "-p", f"legacy_sources_file={sources}")
+        reverted = run_cli("revert", "import_legacy_faq", "--dsn", target.conninfo, "-p", f"legacy_sources_file={sources}",
+                           "--backup-of", run_id)
         assert reverted.returncode == 0, reverted.stderr
         with db.connect(target) as conn:
             assert db.scalar(conn, "select count(*) from knowledge_base where metadata ->> 'imported_from' = 'legacy_faq_data'") == 0

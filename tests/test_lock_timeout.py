@@ -13,7 +13,7 @@ from kbmigrate.errors import Blocked
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 
 
 HOLDER: list[int] = []
@@ -31,6 +31,8 @@ def _hold_lock(target: Target, seconds: float, ready: threading.Event) -> None:
 def test_busy_table_retries_then_succeeds_or_stops(server: Target) -> None:
     target = new_demo(server, "kbt_busy")
     try:
+        gated(target, "busy")
+        gated(target, "busy2", backup_of="busy")
         params = RunParams(lock_timeout="200ms", lock_retries=3)
         ready = threading.Event()
         blocker = threading.Thread(target=_hold_lock, args=(target, 5, ready))
@@ -66,6 +68,7 @@ def test_the_blocker_named_is_on_this_database(server: Target) -> None:
     session holding the same-numbered table on another database is not this run's blocker."""
     target, elsewhere = new_demo(server, "kbt_busy_here"), new_demo(server, "kbt_busy_there")
     try:
+        gated(target, "busy-here")
         with db.connect(elsewhere, application_name="an app of another database") as other, \
                 db.connect(target, application_name="a long app read") as here:
             other.execute("lock table knowledge_base in access share mode")  # held longer: named first if counted

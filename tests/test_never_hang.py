@@ -61,12 +61,23 @@ def leftovers(target: Target, run_id: str) -> list[dict[str, Any]]:
 KB_TABLES = ["public.knowledge_base", "public.knowledge_base_sections"]
 
 
-def blocked_then_resumed(target: Target, step: str, run_id: str) -> None:
+CHANGING = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
+
+
+def blocked_then_resumed(target: Target, step: str, run_id: str, backup_of: str = "") -> None:
     """``--only step`` with the KB tables locked: it stops in bounds naming the blocker; resumed in
-    its folder, it finishes."""
+    its folder, it finishes. A changing step runs inside a run that holds its gates: the run's
+    preflight (with ``backup_of``'s backup) comes first, before the lock, and the step then
+    continues that run (``--resume RUN --only STEP``)."""
+    before: list[tuple[str, int, str]] = []
+    if step in CHANGING:
+        gates = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--only", "00", "--backup-of", backup_of, *FAST)
+        assert gates.returncode == 0, gates.stderr
+        before = [("00_preflight", 1, "succeeded")]
     with holding(target, KB_TABLES) as pid:
         t0 = time.monotonic()
-        done = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--only", step[:2], *FAST)
+        into = ["--resume", run_id] if before else ["--run-id", run_id]
+        done = run_cli("run", "--dsn", target.conninfo, *into, "--only", step[:2], *FAST)
         took = time.monotonic() - t0
     assert done.returncode == 1, f"{step}: {done.stdout}{done.stderr}"
     assert f"blocked by pid {pid} (a blocking app" in done.stderr, done.stderr
@@ -82,9 +93,9 @@ def blocked_then_resumed(target: Target, step: str, run_id: str) -> None:
     again = run_cli("run", "--dsn", target.conninfo, "--resume", run_id, "--no-progress")
     assert again.returncode == 0, again.stderr
     record = manifest(run_id)
-    assert record["status"] == "succeeded" and len(record["resumed"]) == 1
+    assert record["status"] == "succeeded" and len(record["resumed"]) == 1 + bool(before)
     assert [(s["step"], s["attempt"], s["status"]) for s in record["steps"]] == \
-        [(step, 1, "failed"), (step, 2, "succeeded")]
+        [*before, (step, 1, "failed"), (step, 2, "succeeded")]
     assert (RUNS_DIR / run_id / f"{step}.attempt1.ipynb").exists()
     assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
 
@@ -96,8 +107,8 @@ def test_a_lock_held_in_each_early_step_stops_it_naming_the_blocker_and_resume_f
     blocked = new_demo(server, "kbt_hang")
     base = f"hang-{os.getpid()}"
     try:
-        for step in ("00_preflight", "01_backup", "02_schema", "03_backfill"):
-            blocked_then_resumed(blocked, step, f"{base}-{step[:2]}")
+        for step in ("00_preflight", "01_backup", "02_schema", "03_backfill"):  # 02, 03: with 01's backup
+            blocked_then_resumed(blocked, step, f"{base}-{step[:2]}", backup_of=f"{base}-01")
 
         # the rollback, blocked, stops naming the blocker; resumed, it restores the backup
         rb, of = f"{base}-rb", f"{base}-01"

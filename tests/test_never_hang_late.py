@@ -12,7 +12,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 from crash_reference import reference as uninterrupted, state
 from test_never_hang import blocked_then_resumed
 
@@ -21,11 +21,12 @@ def test_a_lock_held_in_each_late_step_stops_it_naming_the_blocker_and_resume_fi
     blocked = new_demo(server, "kbt_hang_late")
     base = f"hang-late-{os.getpid()}"
     try:
+        gated(blocked, f"{base}-setup")
         with db.connect(blocked, autocommit=True) as conn:  # the steps before, as a kernel applies them
             for step in ("02_schema", "03_backfill"):
                 apply_step(conn, step, RunParams(), f"{base}-setup", progress=False)
         for step in ("04_seed_sections", "05_import_legacy", "06_smoke_tests"):
-            blocked_then_resumed(blocked, step, f"{base}-{step[:2]}")
+            blocked_then_resumed(blocked, step, f"{base}-{step[:2]}", backup_of=f"{base}-setup")
         assert state(blocked) == uninterrupted(server)["state"]  # steps 02-05 as one undisturbed run leaves them
     finally:
         drop(server, blocked)

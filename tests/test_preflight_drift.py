@@ -13,7 +13,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 from test_runbook import assert_untouched, checksums
 
 DRIFT = [
@@ -59,6 +59,7 @@ def test_drift_is_a_no_go(server: Target, case: str, ddl: str, params: RunParams
 def test_a_deploy_file_edited_after_it_was_applied_is_a_no_go_until_accepted(server: Target) -> None:
     target = new_demo(server, "kbt_edited")
     try:
+        gated(target, "first")
         with db.connect(target, autocommit=True) as conn:
             apply_step(conn, "02_schema", RunParams(), "first", progress=False)
             now = hashlib.sha256((SQL_DIR / "deploy/kb_columns.sql").read_bytes()).hexdigest()
@@ -73,6 +74,7 @@ def test_a_deploy_file_edited_after_it_was_applied_is_a_no_go_until_accepted(ser
             assert refused["status"] == "NO-GO" and "kb_columns" in refused["detail"]
             assert "0" * 64 in refused["detail"] and now in refused["detail"]
             assert row(RunParams(accept_changed_sql=True))["status"] == "GO"
+            gated(target, "second", RunParams(accept_changed_sql=True), backup_of="first")
             apply_step(conn, "02_schema", RunParams(accept_changed_sql=True), "second", progress=False)
             accepted = db.rows(conn, "select outcome, detail from kbmigrate.ledger where run_id = 'second' and change = 'kb_columns'")
             assert accepted[0]["outcome"] == "noop"

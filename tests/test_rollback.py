@@ -19,7 +19,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.checks.rls import acting_as
 from kbmigrate.engine.steps import apply_step
 
-from conftest import drop, new_demo, run_cli
+from conftest import drop, gated, new_demo, run_cli
 from test_runbook import QUIET, checksums
 
 
@@ -82,7 +82,7 @@ def test_rollback_refusals(migrated: Any) -> None:
         with open(dump, "ab") as fh:
             fh.write(b"\0")
         done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--accept-loss")
-        assert done.returncode != 0 and "no longer matches the sha256" in done.stderr
+        assert done.returncode != 0 and "no longer has the sha256 recorded" in done.stderr, done.stderr
         assert checksums(target) == after_write
     finally:
         with open(dump, "wb") as fh:
@@ -101,13 +101,17 @@ def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
     target = new_demo(server, "kbt_revert")
     try:
         params = RunParams()
+        gated(target, "migrate")
         with db.connect(target, autocommit=True) as conn:
             for step in ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"):
                 apply_step(conn, step, params, "migrate", progress=False)
         full = _kb(target)
         tables = checksums(target)
 
-        assert run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo).returncode == 0
+        refused = run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo)  # a change too: it needs a backup
+        assert refused.returncode == 2 and "--backup-of" in refused.stderr, refused.stderr
+        reverted = run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo, "--backup-of", "migrate")
+        assert reverted.returncode == 0, reverted.stderr
         after = _kb(target)
         assert after == {k: v for k, v in full.items() if v[5] != "legacy_icp_data"}
         assert any(v[5] == "legacy_icp_data" for v in full.values())
@@ -115,6 +119,8 @@ def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
                {t: c for t, c in tables.items() if t != "knowledge_base"}
         with db.connect(target, autocommit=True) as conn:
             assert db.scalar(conn, "select count(*) from kbmigrate.legacy_imports where source = 'legacy_icp_data'") == 0
+        gated(target, "again", backup_of="migrate")
+        with db.connect(target, autocommit=True) as conn:
             apply_step(conn, "05_import_legacy", params, "again", progress=False)  # re-imports icp, and only icp
         again = _kb(target)
         assert sorted(v for v in again.values() if v[5] == "legacy_icp_data") == \
@@ -122,16 +128,16 @@ def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
         assert len(again) == len(full)
 
         before_rls = _kb(target)
-        assert run_cli("revert", "rls_policies", "--dsn", target.conninfo).returncode == 0
+        assert run_cli("revert", "rls_policies", "--dsn", target.conninfo, "--backup-of", "migrate").returncode == 0
         with db.connect(target) as conn:
             assert db.scalar(conn, "select count(*) from pg_policies where tablename like 'knowledge_base%%'") == 0
             assert not db.scalar(conn, "select relrowsecurity from pg_class where oid = 'knowledge_base'::regclass")
             assert db.scalar(conn, "select count(*) from knowledge_base_sections") > 0
         assert _kb(target) == before_rls
 
-        assert run_cli("revert", "import_legacy", "--dsn", target.conninfo).returncode == 0
+        assert run_cli("revert", "import_legacy", "--dsn", target.conninfo, "--backup-of", "migrate").returncode == 0
         assert _kb(target) == {k: v for k, v in before_rls.items() if v[5] is None}
-        done = run_cli("revert", "sections", "--dsn", target.conninfo)
+        done = run_cli("revert", "sections", "--dsn", target.conninfo, "--backup-of", "migrate")
         assert done.returncode == 2 and "cannot be reverted" in done.stderr
     finally:
         drop(server, target)

@@ -163,8 +163,11 @@ def _fields(source: str) -> list[str]:
 def test_rerun_changes_nothing(migrated: Any) -> None:
     target, _, _ = migrated
     first = checksums(target)
-    manifest = runner.run(target, RunParams(), run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
-    assert manifest["status"] == "succeeded"
+    # a new run on a migrated database: its own backup would not hold the database as it was, so it
+    # relies on the first run's (a new backup of its own is a NO-GO)
+    manifest = runner.run(target, RunParams(), run_id=f"t-{uuid.uuid4().hex[:8]}", backup_of=migrated[2]["run_id"], **QUIET)
+    assert manifest["status"] == "succeeded" and manifest["backup_of"] == migrated[2]["run_id"]
+    assert "01_backup" not in [s["step"] for s in manifest["steps"]]
     assert checksums(target) == first
     with db.connect(target) as conn:
         outcomes = {r["outcome"] for r in fetch(conn, f"select outcome from kbmigrate.ledger where run_id = '{manifest['run_id']}'")}
@@ -198,11 +201,11 @@ def test_no_go_stops_before_any_change(server: Target, fresh_db: Target) -> None
 def test_a_failing_smoke_check_stops_the_run(server: Target) -> None:
     target = new_demo(server, "kbt_leak")
     try:
-        runner.run(target, RunParams(), only=["02_schema"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        runner.run(target, RunParams(), only=["00", "01", "02_schema"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
         with db.connect(target, autocommit=True) as conn:
             conn.execute("create policy leak on knowledge_base for select to authenticated using (true)")
         with pytest.raises(runner.RunFailed) as exc:
-            runner.run(target, RunParams(), from_step="06", run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+            runner.run(target, RunParams(), only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
         assert "06_smoke_tests" in exc.value.message and "06_smoke_tests.ipynb" in exc.value.message
         evidence = REPO_ROOT / exc.value.details["evidence"]  # an absolute path stays as it is
         manifest = json.loads((evidence.parent / "manifest.json").read_text())
@@ -271,8 +274,9 @@ def test_current_workspace_strategy_and_no_legacy_import(server: Target) -> None
     try:
         before = snapshot(target)
         params = RunParams(backfill_strategy="current_workspace", import_legacy=False)
-        manifest = runner.run(target, params, only=["02", "03", "04", "05"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
-        assert [Path(s["notebook"]).stem for s in manifest["steps"]] == ["02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"]
+        manifest = runner.run(target, params, only=["00", "01", "02", "03", "04", "05"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        assert [Path(s["notebook"]).stem for s in manifest["steps"]] == \
+            ["00_preflight", "01_backup", "02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"]
         current = {u["id"]: u["current_workspace_id"] for u in before["users"]}
         after = {e["id"]: e for e in snapshot(target)["knowledge_base"]}
         assert len(after) == len(before["knowledge_base"])  # nothing imported

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kbmigrate.run import runner
-from kbmigrate.checks.backup import BACKUP_ROOT
+from kbmigrate.paths import BACKUP_ROOT
 from kbmigrate.conninfo import Target
 
 import supabase_server

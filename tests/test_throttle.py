@@ -18,7 +18,7 @@ from kbmigrate.engine.steps import apply_step
 from kbmigrate.engine.throttle import MIN_BATCH, Throttle
 from kbmigrate.paths import read_sql
 
-from conftest import drop, new_demo
+from conftest import drop, new_demo, gated
 from crash_reference import state
 
 
@@ -144,6 +144,7 @@ def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) ->
     try:
         for target, params, run in ((slow, RunParams(batch_size=200, batch_target="1ms", max_pause="50ms"), "thr"),
                                     (plain, RunParams(batch_size=200, throttle=False), "plain")):
+            gated(target, run, params)
             with db.connect(target, autocommit=True) as conn:
                 apply_step(conn, "02_schema", params, run, progress=False)
                 with application_present(target):  # somebody to yield to

@@ -17,9 +17,9 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 import psycopg  # noqa: E402
 
 from kbmigrate import __version__, conninfo, db
-from kbmigrate.engine import lock, plan, revert
+from kbmigrate.engine import gates, lock, plan, revert
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
-from kbmigrate.errors import BadParameter, Blocked, EvidenceBroken, KbError, NoSuchRun
+from kbmigrate.errors import BadParameter, Blocked, EvidenceBroken, KbError, NoGo, NoSuchRun
 from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.engine.params import RunParams
 
@@ -147,19 +147,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kbmigrate.run import runner, summary
 
     if args.resume:
-        record = manifest_of.load_for_resume(args.resume)
+        if args.backup_of:
+            raise BadParameter(name="--backup-of", reason="a resumed run keeps the backup it began with")
+        record = manifest_of.load_for_resume(args.resume, more=bool(args.only))
         known = set(RunParams().as_dict())
         params = _parse_params(args.param or [], {k: v for k, v in record["parameters"].items() if k in known})
         extra = {k: v for k, v in record["parameters"].items() if k not in known}
         target = _run_target(args, record)
-        manifest = runner.run(target, params, run_id=args.resume, resume=True, extra=extra,
+        manifest = runner.run(target, params, run_id=args.resume, resume=True, extra=extra, only=args.only,
                               new_backup=args.new_backup, progress=not args.no_progress)
     else:
         if args.new_backup:
             raise BadParameter(name="--new-backup", reason="it goes with --resume RUN_ID (a new run takes its own backup)")
         params = _parse_params(args.param or [])
         target = _target(args)
-        manifest = runner.run(target, params, run_id=args.run_id, from_step=args.from_step, only=args.only,
+        manifest = runner.run(target, params, run_id=args.run_id, only=args.only, backup_of=args.backup_of,
                               progress=not args.no_progress)
     folder = runner.RUNS_DIR / manifest["run_id"]
     print(summary.render(target, manifest))
@@ -168,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from kbmigrate.checks import rollback
+    from kbmigrate.backup import restore as rollback
     from kbmigrate.run import runner
 
     if args.confirm != args.run:
@@ -185,6 +187,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_revert(args: argparse.Namespace) -> int:
+    from kbmigrate.checks import preflight
     from kbmigrate.run import runner
 
     params = _parse_params(args.param or [])
@@ -192,6 +195,12 @@ def cmd_revert(args: argparse.Namespace) -> int:
     target = _target(args)
     run_id = args.run_id or f"revert-{runner.new_run_id()}"
     with lock.run_lock(target, run_id), db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
+        # the revert's gates: a backup that covers it (the migration's), and its own GO, now
+        gates.link_backup(run_id, args.backup_of)
+        rows = preflight.verdict(conn, target, params, run_id)
+        if not preflight.go(rows):
+            raise NoGo(target=target.label, reason="; ".join(f"{r['check']}: {r['detail']}" for r in rows
+                                                             if r["status"] == "NO-GO"))
         try:
             done = revert.revert(conn, args.change, params, run_id)
         except Blocked as exc:
@@ -204,7 +213,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     from kbmigrate.run import notebooks, runner
 
-    steps = runner.select_steps(None, [args.step]) if args.step else [*plan.STEPS, "07_rollback"]
+    steps = [runner.resolve_step(args.step)] if args.step else [*plan.STEPS, "07_rollback"]
     for step in steps:
         print(f"{step} ({shown(notebooks.path(step))}):")
         for p in notebooks.parameters(step):
@@ -343,12 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "executed notebook and a manifest.json go to runs/<run_id>/. Stops at the first "
                                    "failed step with one line: the step, the failed check, the evidence notebook.")
     p.add_argument("--run-id", help="id of this run (default: UTC time + random suffix); must be new")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--from", dest="from_step", metavar="STEP", help="start at this step (e.g. 03 or backfill) to resume")
-    g.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
-    g.add_argument("--resume", metavar="RUN_ID",
+    p.add_argument("--only", nargs="+", metavar="STEP",
+                   help="run only these steps; a changing step (02-05) runs only in a run that holds its gates: "
+                        "its GO (00) and a proven backup (01, or --backup-of), in this run or, with --resume RUN, "
+                        "in run RUN, which these steps then continue")
+    p.add_argument("--resume", metavar="RUN_ID",
                    help="continue a failed or interrupted run in its own folder: finished steps and the backup are "
                         "kept, the step that stopped runs again as its next attempt (-p may change a parameter)")
+    p.add_argument("--backup-of", metavar="RUN",
+                   help="instead of a backup of its own (01_backup is not run), rely on run RUN's backup: its drill "
+                        "passed, its file has its sha256, and it was taken of this database before the migration began")
     p.add_argument("--new-backup", action="store_true",
                    help="with --resume: take the backup again (only while the run has changed nothing yet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -375,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "e.g. import_legacy_icp; see sql/data/legacy_sources.csv), or rls_policies.")
     p.add_argument("change", metavar="CHANGE", help="what to undo")
     p.add_argument("--run-id", help="ledger run id for this revert (default: new)")
+    p.add_argument("--backup-of", metavar="RUN", required=True,
+                   help="the run whose proven backup covers this database (the migration's run): a revert, like "
+                        "any change, needs one, and a GO from preflight, which it runs first")
     p.set_defaults(func=cmd_revert)
 
     p = sub.add_parser("verify", parents=[target], help="check a run's evidence: file hashes, its seal, the chain behind it",

@@ -136,3 +136,9 @@ class Interrupted(KbError):
     def __init__(self, **details: object) -> None:
         super().__init__(**details)
         self.exit_code = 143 if details.get("signal") == "SIGTERM" else 130
+
+
+class GateClosed(KbError):
+    """Run {run} may not change the database ({gate} gate): {reason}."""
+
+    exit_code = 3

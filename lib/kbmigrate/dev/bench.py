@@ -25,6 +25,7 @@ import psycopg
 from kbmigrate import db
 from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import demo
+from kbmigrate.dev.gating import gated
 from kbmigrate.engine import backfill
 from kbmigrate.run import runner
 from kbmigrate.engine.apply import composed
@@ -92,6 +93,14 @@ class Bench:
         self.copies.append(name)
         return self.server.with_database(name)
 
+    def gated_copy(self, run_id: str) -> Target:
+        """A copy of the before-state whose run ``run_id`` holds its gates, as a run gets them
+        (preflight, backup, drill: ``dev.gating``); not timed. A copy of a half-migrated database
+        could hold none: its backup would not be of the database as it was."""
+        target = self.copy()
+        gated(target, run_id)
+        return target
+
     def drop(self, target: Target) -> None:
         name = target.params["dbname"]
         with db.connect(self.admin_target, limits=DEV, autocommit=True) as admin:
@@ -106,11 +115,13 @@ class Bench:
         self.copies.clear()
 
     # -- measurements ------------------------------------------------------------------------
-    def backfill_figures(self, schema_copy: Target) -> dict[str, Any]:
+    def backfill_figures(self) -> dict[str, Any]:
         change = for_step("03_backfill")[0]
         out: dict[str, Any] = {}
-        batched = self.copy(schema_copy.params["dbname"])
-        single = self.copy(schema_copy.params["dbname"])
+        batched, single = self.gated_copy("bench-batched"), self.gated_copy("bench-single")
+        for target, run in ((batched, "bench-batched"), (single, "bench-single")):  # the schema first, not timed
+            with db.connect(target, limits=DEV, autocommit=True) as conn:
+                apply_step(conn, "02_schema", RunParams(), run, progress=False)
         try:
             with db.connect(batched, limits=DEV, autocommit=True) as conn:
                 # the cost of batching itself: no throttle (its pauses are what the traffic figures weigh)
@@ -130,7 +141,7 @@ class Bench:
 
     def rls_figures(self, migrated: Target, repeat: int = 30, slow_repeat: int = 3) -> dict[str, Any]:
         with db.connect(migrated, limits=DEV, autocommit=True) as conn:
-            apply_step(conn, "04_seed_sections", RunParams(), "bench", progress=False)
+            apply_step(conn, "04_seed_sections", RunParams(), "bench-batched", progress=False)
             conn.execute(read_sql("bench/assign_sections.sql"))
             conn.execute("analyze public.knowledge_base")
             pick = db.rows(conn, """select kb.workspace_id, kb.section_id, count(*) as n,
@@ -186,7 +197,7 @@ class Bench:
                 throttled = i < pairs
                 self.echo(f"  traffic pair {i + 1}/{pairs}" if throttled else "  traffic: one busy run without the throttle")
                 quiet = self._load(idle, lambda: time.sleep(seconds))
-                busy = self.copy()
+                busy = self.gated_copy("bench-traffic")
                 try:
                     params = RunParams(throttle=throttled)
                     took: dict[str, float] = {}
@@ -391,13 +402,13 @@ def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, t
             results["postgres_version"] = db.server_version(conn)
         results["machine"] = machine()
         echo("schema step on a copy …")
-        schema_copy = b.copy()
+        schema_copy = b.gated_copy("bench")
         with db.connect(schema_copy, limits=DEV, autocommit=True) as conn:
             t0 = time.perf_counter()
             apply_step(conn, "02_schema", RunParams(), "bench", progress=False)
             results["schema"] = {"seconds": round(time.perf_counter() - t0, 3)}
         echo("backfill: batched against one set-based update …")
-        results["backfill"] = b.backfill_figures(schema_copy)
+        results["backfill"] = b.backfill_figures()
         b.drop(schema_copy)
         echo("RLS: our policies against an explicit filter and the slow forms …")
         results["rls"] = b.rls_figures(b._after_backfill)

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.engine import failpoint, ledger
+from kbmigrate.engine import failpoint, gates, ledger
 from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
@@ -83,7 +83,9 @@ def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams
 
 
 def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str) -> Outcome:
-    """Apply one change (not a batched one) and return what happened. Raises StepFailed."""
+    """Apply one change (not a batched one) and return what happened. Raises StepFailed, or
+    GateClosed when the run lacks its GO or its proven backup of this database."""
+    gates.require(conn, run_id, f"{change.step} ({change.name})")
     started = time.monotonic()
     settings = {**params.settings(run_id), **change.settings()}
     deploy = composed(change, params)

@@ -21,7 +21,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine.throttle import Throttle
-from kbmigrate.engine import transaction
+from kbmigrate.engine import gates, transaction
 from kbmigrate.engine.transaction import Done, error_text
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
@@ -33,6 +33,7 @@ def pending(conn: psycopg.Connection[Any]) -> int:
 
 def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str,
         *, progress: bool = True) -> Outcome:
+    gates.require(conn, run_id, f"{change.step} ({change.name})")
     started = time.monotonic()
     text = read_sql(change.deploy)
     sha = change.sha256()

@@ -16,6 +16,8 @@ from kbmigrate.paths import REPO_ROOT
 STRATEGIES = ("first_joined", "current_workspace")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _INTERVAL = re.compile(r"^\d+(ms|s|min|h)?$")
+# The limits a session runs under: none may be zero (no limit) or below a millisecond.
+BOUNDS = ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout", "batch_target")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class RunParams:
                      "batch_target", "max_pause"):
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
+        for name in BOUNDS:  # to PostgreSQL a 0 means no limit at all: a bound is never lifted from the command line
+            if self.seconds(name) <= 0:
+                raise BadParameter(name=name, reason=f"{getattr(self, name)!r} would lift the bound (to PostgreSQL "
+                                                     "0 means no limit); give a time, like 1s or 5min")
+        if not isinstance(self.lock_retries, int) or isinstance(self.lock_retries, bool) or not 0 <= self.lock_retries <= 100:
+            raise BadParameter(name="lock_retries", reason=f"{self.lock_retries!r} is not a whole number from 0 to 100")
         self.sections()
         from kbmigrate.engine import legacy  # the legacy sources file, read now so a bad one is refused before connecting
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from kbmigrate.engine import ledger
+from kbmigrate.engine import gates, ledger
 from kbmigrate.errors import BadParameter, StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
@@ -40,6 +40,7 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
     out = []
     if not ledger.exists(conn):
         raise StepFailed(step="revert", change=name, reason="this database has no kbmigrate ledger: nothing was migrated")
+    gates.require(conn, run_id, f"the revert of {name}")
     for change in expand(name, params):
         text = read_sql(change.revert)
         started = time.monotonic()

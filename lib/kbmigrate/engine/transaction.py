@@ -9,7 +9,7 @@ migrations: apply a step and record it in one transaction).
 3. the change's work;
 4. its ledger row, in that same transaction: the change and its record commit or fail together.
 
-The rollback (``checks/rollback.py``) uses 2-4 without 1: its restore streams from pg_restore and
+The rollback (``backup/restore.py``) uses 2-4 without 1: its restore streams from pg_restore and
 cannot be replayed. ``run_file`` serves the development tooling (demo data, compat layer).
 """
 

@@ -11,7 +11,6 @@ rolled back with ``kbmigrate rollback`` like any other.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.engine import plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import BadParameter, NoGo
-from kbmigrate.paths import BACKUP_ROOT, RUNS_DIR, shown
+from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.run import manifest, notebooks, report, runner, summary
 
 
@@ -80,9 +79,7 @@ def finish(target: Target, run_id: str) -> dict[str, Any]:
                 path.chmod(0o600)
                 record["steps"].append({"notebook": shown(path), "status": _status(path),
                                         "sha256": manifest.sha256_file(path)})
-        backup = BACKUP_ROOT / run_id / "backup.json"
-        if backup.exists():
-            record["backup"] = json.loads(backup.read_text())
+        runner.adopt_gates(record, run_id)
         record["ended_at"] = manifest.utc_now()
         with db.connect(target, autocommit=True, application_name=f"kbmigrate finish {run_id}"[:63]) as conn:
             record["changed"] = summary.numbers(conn, run_id)

@@ -23,7 +23,7 @@ import psycopg
 
 from kbmigrate import __version__, db
 from kbmigrate.checks import clients
-from kbmigrate.checks.backup import sha256_file  # noqa: F401 - the run layer's name for it
+from kbmigrate.digest import sha256_file  # noqa: F401 - the run layer's name for it
 from kbmigrate.conninfo import Target
 from kbmigrate.engine import ledger
 from kbmigrate.engine.params import RunParams
@@ -126,16 +126,17 @@ def load(run_id: str) -> dict[str, Any]:
 RESUMABLE = ("failed", "interrupted", "running")
 
 
-def load_for_resume(run_id: str) -> dict[str, Any]:
+def load_for_resume(run_id: str, *, more: bool = False) -> dict[str, Any]:
     """The manifest of a run that can be continued: it stopped (failed, interrupted) or its process
-    died (still "running"; the run lock, taken next, proves no process still runs it)."""
+    died (still "running"; the run lock, taken next, proves no process still runs it); with
+    ``more`` (steps named to run in it) also one that succeeded with the steps it had."""
     from kbmigrate.errors import BadParameter, NoSuchRun
 
     path = RUNS_DIR / run_id / "manifest.json"
     if not path.exists():
         raise NoSuchRun(run=run_id, folder=shown(RUNS_DIR))
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("status") not in RESUMABLE:
+    if record.get("status") not in (*RESUMABLE, *(("succeeded",) if more else ())):
         raise BadParameter(name="--resume", reason=f"run {run_id} is {record.get('status')}; only a failed or "
                                                    "interrupted run can be resumed")
     return record

@@ -8,7 +8,6 @@ no secret is ever a notebook parameter. The first failed step stops the run.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import secrets as pysecrets
@@ -27,13 +26,13 @@ from papermill.exceptions import PapermillExecutionError
 
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
-from kbmigrate.engine import blockers, failpoint, ledger, plan
+from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
 from kbmigrate.run import interrupt, manifest, notebooks, report, summary
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import BACKUP_ROOT, NOTEBOOK_DIR, RUNS_DIR, from_evidence, shown
+from kbmigrate.paths import NOTEBOOK_DIR, RUNS_DIR, from_evidence, shown
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
@@ -85,21 +84,35 @@ def new_run_id() -> str:
 
 
 
-def select_steps(from_step: str | None, only: list[str] | None) -> list[str]:
-    def resolve(name: str) -> str:
-        matches = ([s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
-                   or [s for s in plan.STEPS if s.split("_", 1)[1].startswith(name)]) if name else []  # smoke, seed, import
-        if len(matches) != 1:
-            raise BadParameter(name="step", reason=f"{name!r} is not one of {', '.join(plan.STEPS)}")
-        return matches[0]
+CHANGING = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
 
-    if only:
-        wanted = {resolve(n) for n in only}
-        return [s for s in plan.STEPS if s in wanted]
-    if from_step:
-        first = resolve(from_step)
-        return list(plan.STEPS[plan.STEPS.index(first):])
-    return list(plan.STEPS)
+
+def resolve_step(name: str) -> str:
+    """A step named by its number (02), its name (backfill) or a prefix of it (smoke)."""
+    matches = ([s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
+               or [s for s in plan.STEPS if s.split("_", 1)[1].startswith(name)]) if name else []
+    if len(matches) != 1:
+        raise BadParameter(name="step", reason=f"{name!r} is not one of {', '.join(plan.STEPS)}")
+    return matches[0]
+
+
+def select_steps(only: list[str] | None, backup_of: str | None = None) -> list[str]:
+    """The steps of a new run: all, or ``only`` those. A run that relies on another run's backup
+    takes none of its own. A changing step needs the run's gates (``engine/gates.py``): the
+    engine refuses it without them, and a run that could never hold them is refused here, before
+    it starts."""
+    steps = [s for s in plan.STEPS if s in {resolve_step(n) for n in only}] if only else list(plan.STEPS)
+    if backup_of:
+        steps = [s for s in steps if s != "01_backup"]
+    changing = [s for s in steps if s in CHANGING]
+    if changing:
+        missing = [why for why, ok in (("its GO (add 00)", "00_preflight" in steps),
+                                       ("a proven backup (add 01, or --backup-of RUN)", "01_backup" in steps or backup_of))
+                   if not ok]
+        if missing:
+            raise BadParameter(name="--only", reason=f"{', '.join(changing)} would change the database without "
+                               f"{' and '.join(missing)}; a changing step runs only in a run that holds its gates")
+    return steps
 
 
 @contextmanager
@@ -168,7 +181,7 @@ def _failure_reason(exc: PapermillExecutionError) -> str:
     return value if exc.ename in errors.names() else f"{exc.ename}: {value}"
 
 
-def run(target: Target, params: RunParams, *, run_id: str | None = None, from_step: str | None = None,
+def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_of: str | None = None,
         only: list[str] | None = None, progress: bool = True, echo: Any = print,
         notebooks: list[str] | None = None, extra: dict[str, Any] | None = None,
         resume: bool = False, new_backup: bool = False) -> dict[str, Any]:
@@ -180,15 +193,21 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
         raise BadParameter(name="--run-id", reason="use letters, digits, - and _ only")
     folder = RUNS_DIR / run_id
     if resume:
-        record = manifest.load_for_resume(run_id)
-        steps = remaining_steps(record)
+        record = manifest.load_for_resume(run_id, more=bool(only))
+        if only:  # steps run inside this run, under its gates, as their next attempts
+            steps = [s for s in plan.STEPS if s in {resolve_step(n) for n in only}]
+            record["plan"] = [s for s in plan.STEPS if s in {*(record.get("plan") or []), *steps}]
+        else:
+            steps = remaining_steps(record)
         if new_backup and "01_backup" not in steps:
             order = record.get("plan") or list(plan.STEPS)
             steps = [s for s in order if s in {*steps, "01_backup"}]
     else:
         if folder.exists():
             raise BadParameter(name="--run-id", reason=f"runs/{run_id} already exists; a run id is used once")
-        steps = notebooks or select_steps(from_step, only)
+        steps = notebooks or select_steps(only, backup_of)
+        if backup_of:
+            gates.proven_backup(backup_of)  # refused before anything starts; checked against the database at each change
     with private_files(), session_log(folder, fresh=not resume):
         try:
             ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
@@ -216,6 +235,9 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, from_st
                     record["plan"] = steps
                     record["sql_files"] = plan.sql_files_used()
                     manifest.keep_sql(folder, record["sql_files"])
+                    if backup_of:
+                        gates.link_backup(run_id, backup_of)
+                        adopt_gates(record, run_id)
                 manifest.write(folder, record, target)
                 try:
                     return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
@@ -263,7 +285,7 @@ def reopen(record: dict[str, Any], params: RunParams, steps: list[str]) -> None:
     if now != record.get("sql_files"):
         changed = sorted(k for k in {*now, *record.get("sql_files", {})} if now.get(k) != record["sql_files"].get(k))
         raise BadParameter(name="--resume", reason=f"the SQL changed since run {record['run_id']} began "
-                           f"({', '.join(changed[:5])}); start a new run (--from {steps[0]}) so its evidence "
+                           f"({', '.join(changed[:5])}); start a new run with --backup-of {record['run_id']} so its evidence "
                            "holds the SQL it runs")
     for entry in record["steps"]:  # every earlier attempt of a step that runs again is kept beside it
         step = step_of(entry)
@@ -309,6 +331,15 @@ def private_files() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def adopt_gates(record: dict[str, Any], run_id: str) -> None:
+    """The manifest shows what the engine's gates hold for the run: its backup (with its drill's
+    verdict) or the run whose backup it relies on, and its preflight verdict."""
+    held = gates.read(run_id)
+    for key, name in (("backup", "backup"), ("backup_of", "backup_of"), ("preflight", "preflight_verdict")):
+        if key in held:
+            record[name] = held[key]
 
 
 def mark_interrupted(path: Path, stop: interrupt.Stop) -> None:
@@ -373,9 +404,7 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
                 scan_for_secrets(out, target.secrets)
                 entry["sha256"] = manifest.sha256_file(out)
             echo(f"  {entry['status']} in {entry['seconds']} s → {entry['notebook']}")
-            backup = BACKUP_ROOT / run_id / "backup.json"
-            if backup.exists():
-                record["backup"] = json.loads(backup.read_text())
+            adopt_gates(record, run_id)
             manifest.write(folder, record, target)
             if failure:
                 break

@@ -31,10 +31,12 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.checks import backup, clients, scope
-from kbmigrate.engine import ledger
+from kbmigrate.backup import dump as backup
+from kbmigrate.checks import clients, preflight, scope
+from kbmigrate.digest import sha256_file
+from kbmigrate.engine import gates, ledger
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import RollbackRefused, RollbackUndone
+from kbmigrate.errors import GateClosed, RollbackRefused, RollbackUndone
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT, RUNS_DIR, from_evidence, read_sql
 from kbmigrate.engine import transaction
@@ -47,20 +49,17 @@ def run_folder(run_id: str) -> Path:
 
 
 def load(run_id: str) -> dict[str, Any]:
-    """The run's manifest and backup description; refuses when the backup is missing or altered."""
+    """The run's manifest, its ``backup`` the one the run relies on as the engine's gates hold it
+    (its own, or the run's it named): refused unless its drill passed and its file has its sha256."""
     path = run_folder(run_id) / "manifest.json"
     if not path.exists():
         raise RollbackRefused(reason=f"no run {run_id!r} (no {path})")
     manifest = json.loads(path.read_text())
-    info = manifest.get("backup")
-    if not info:
-        raise RollbackRefused(reason=f"run {run_id} has no backup in its manifest")
-    dump = dump_path(info)
-    if not dump.exists():
-        raise RollbackRefused(reason=f"the backup file {info['path']} is missing")
-    if backup.sha256_file(dump) != info["sha256"]:
-        raise RollbackRefused(reason=f"the backup file {info['path']} no longer matches the sha256 in the manifest")
-    return manifest
+    try:
+        owner, info = gates.backup_for(run_id)
+    except GateClosed as exc:
+        raise RollbackRefused(reason=exc.message) from None
+    return {**manifest, "backup": info, "backup_taken_by": owner}
 
 
 def dump_path(info: dict[str, Any]) -> Path:
@@ -74,7 +73,8 @@ def _tool(info: dict[str, Any], name: str) -> str:
 def app_writes(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the KB tables written by the application since the run's backup: a rollback would
     lose them. The migration's own changes (its new columns, imported entries, the sections it
-    seeded from the run's own sections file) are not counted."""
+    seeded from the run's own sections file) are not counted. Reads in a transaction (or a
+    savepoint of the caller's) that is rolled back: ``restore`` counts again under its locks."""
     info = manifest["backup"]
     folder = dump_path(info).parent
     known = set(RunParams.__dataclass_fields__) - {"extra"}
@@ -131,7 +131,11 @@ def restore_list(info: dict[str, Any], tables: list[str], views: list[str]) -> s
 
 
 def preconditions(conn: psycopg.Connection[Any], info: dict[str, Any], in_dump: list[str]) -> None:
-    """What can fail for want of a client or a privilege, checked before anything is dropped."""
+    """What can fail for want of a client or a privilege, or go wrong under a setting the database
+    or role carries (preflight's own checks of them), checked before anything is dropped."""
+    wrong = [f"{r['check']}: {r['detail']}" for r in preflight.settings_rows(conn) if r["status"] == "NO-GO"]
+    if wrong:
+        raise RollbackRefused(reason="; ".join(wrong))
     major = int(db.scalar(conn, "show server_version_num")) // 10000
     if major != int(info["server_major"]):
         raise RollbackRefused(reason=f"the backup is of a PostgreSQL {info['server_major']} server, this one is {major}")
@@ -188,12 +192,27 @@ def script_parts(lines: Iterable[str]) -> Iterator[tuple[str, str, Iterator[str]
         yield "sql", "\n".join(buffer), iter(())
 
 
+def lost_writes(counts: list[dict[str, Any]]) -> int:
+    return sum(int(c["inserted"]) + int(c["updated"]) + int(c["deleted"]) for c in counts)
+
+
 def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: RunParams,
-            rollback_id: str, *, lost_rows: int = 0) -> dict[str, Any]:
-    """Restore the KB tables from the run's backup, all in one transaction (see the module's docstring)."""
-    info = manifest["backup"]
+            rollback_id: str, *, accept_loss: bool = False) -> dict[str, Any]:
+    """Restore the KB tables from the run's backup, all in one transaction (see the module's
+    docstring). The gates are the library's: the backup is proven (its drill passed, its file has
+    its sha256) and of this very database, and the application's writes since the backup are
+    counted inside the restore's transaction, after its locks are granted, so no write can slip in
+    between the count and the restore; any loss refuses unless ``accept_loss``."""
+    try:
+        owner, info = gates.backup_for(rollback_of)
+    except GateClosed as exc:
+        raise RollbackRefused(reason=exc.message) from None
     in_dump = [t for t in KB_TABLES if f"public.{t}" in info["row_counts"]]
+    manifest = {**manifest, "backup": info}
     with db.connect(target, autocommit=True, application_name=f"kbmigrate rollback {rollback_id}"[:63]) as conn:
+        here, of = gates.identity(conn), gates.Identity(**info["identity"])
+        if here != of:
+            raise RollbackRefused(reason=f"run {owner}'s backup is of {of.label()}, not {here.label()}")
         preconditions(conn, info, in_dump)
         views = [r["v"] for r in db.rows(conn, """
             select distinct c.relname as v from pg_depend d join pg_rewrite r on r.oid = d.objid
@@ -213,6 +232,16 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
         try:
             with conn.transaction():
                 transaction.begin(conn, params, settings)  # no lock retries: the restore stream cannot be replayed
+                present = [t for t in KB_TABLES if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
+                conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
+                    sql.SQL(", ").join(sql.Identifier("public", t) for t in present)))
+                counted = app_writes(conn, manifest)  # under the locks: no write can come after this count
+                lost_rows = lost_writes(counted)
+                if lost_rows and not accept_loss:
+                    raise RollbackRefused(reason=f"the application wrote {lost_rows} rows to the KB tables after the "
+                                                 "backup (counted under the restore's locks); a rollback loses them. "
+                                                 "Export what must be kept, then run again with --accept-loss",
+                                          before_anything=True)
                 conn.execute(read_sql("revert/rollback_prepare.sql"))
                 assert script.stdout is not None
                 for kind, text, data in script_parts(iter(script.stdout.readline, "")):
@@ -237,14 +266,18 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
                     raise RollbackRefused(reason=f"after the restore {', '.join(wrong)} do not match the backup's checksums")
                 detail = {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
                           "toc_entries": listing.count("\n"), "rows_loaded": rows_loaded,
-                          "lost_rows_accepted": lost_rows}
+                          "lost_rows_accepted": lost_rows, "writes_counted_under_lock": counted,
+                          "backup_taken_by": owner}
                 if ledger.exists(conn):
                     ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {rollback_of}",
-                                  sql_sha256=backup.sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
+                                  sql_sha256=sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
                                   rows_affected=rows_loaded, outcome="applied", detail=detail)
-        except (psycopg.Error, RollbackRefused) as exc:
-            why = exc.details["reason"] if isinstance(exc, RollbackRefused) else transaction.error_text(exc) + _diag_detail(exc)
-            raise RollbackUndone(reason=target.redact(why)) from None
+        except RollbackRefused as exc:
+            if exc.details.get("before_anything"):  # refused under the locks, before the first change: nothing was undone
+                raise RollbackRefused(reason=exc.details["reason"]) from None
+            raise RollbackUndone(reason=target.redact(exc.details["reason"])) from None
+        except psycopg.Error as exc:
+            raise RollbackUndone(reason=target.redact(transaction.error_text(exc) + _diag_detail(exc))) from None
         finally:
             if script.poll() is None:
                 script.kill()

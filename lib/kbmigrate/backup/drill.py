@@ -30,7 +30,9 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.checks import backup, clients
+from kbmigrate.backup import dump as backup
+from kbmigrate.checks import clients
+from kbmigrate.engine import gates
 from kbmigrate.errors import DrillFailed
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.components.embedded import EmbeddedServer
@@ -108,7 +110,19 @@ RESTORE_SECONDS = 3600  # the drill's restore runs on the local server; bounded 
 
 
 def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
-    """Restore the backup into a scratch database on the local server and compare it with the dump-time figures."""
+    """Restore the backup into a scratch database on the local server and compare it with the
+    dump-time figures; the verdict goes into the run's backup record (the engine's gate), passed
+    or failed."""
+    try:
+        result = _restore_and_compare(info, run_id)
+    except DrillFailed as exc:
+        gates.record_drill(run_id, info["sha256"], {"ok": False, "reason": exc.details.get("reason")})
+        raise
+    gates.record_drill(run_id, info["sha256"], result)
+    return result
+
+
+def _restore_and_compare(info: dict[str, Any], run_id: str) -> dict[str, Any]:
     local = local_server()
     admin = local.with_database("postgres")
     scratch = f"kbmigrate_drill_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"[:63]

@@ -5,15 +5,14 @@ exports it, pg_dump reads it with --snapshot, and the counts are taken inside it
 covers is decided by ``scope.py`` (on Supabase the platform's schemas are not the user's to
 dump or restore) and recorded with the reason for everything left out. pg_dump and pg_restore
 are of the server's major version (``clients.py``). The file is written to backups/<run_id>/
-with mode 0600, and described in backups/<run_id>/backup.json (which the runner copies into the
-manifest). The restore drill is ``drill.py``.
+with mode 0600, and recorded as the run's backup by the engine's gates (``engine/gates.py``: which
+database, when, whether the migration had begun), where the restore drill (``drill.py``) adds its
+verdict; the runner copies that record into the manifest.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 import os
 import subprocess
@@ -25,8 +24,9 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
+from kbmigrate.digest import sha256_file
 from kbmigrate.checks import clients, scope
-from kbmigrate.engine import blockers
+from kbmigrate.engine import blockers, gates
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BackupFailed, Blocked
 from kbmigrate.engine.params import RunParams
@@ -64,14 +64,6 @@ def table_checksums(conn: psycopg.Connection[Any], schemas: list[str], *,
     return out
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
     """Dump the target database; pg_dump gets the connection through its libpq environment."""
     snap = db.connect(target, limits=params.limits("backup"), autocommit=True,
@@ -88,12 +80,13 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
         path = folder / f"{snap.info.dbname}.dump"
         # The folder is this run's (a run id is used once); a dump already there is from an attempt of
         # this step that did not succeed (a resumed run), and this attempt replaces it.
-        (folder / "backup.json").unlink(missing_ok=True)
+        gates.forget_backup(run_id)
         path.unlink(missing_ok=True)
         env = {**os.environ, **libpq_env(target)}
         started = time.monotonic()
         snap.execute("begin isolation level repeatable read read only")
         snapshot = db.scalar(snap, "select pg_export_snapshot()")
+        seen = gates.in_snapshot(snap)
 
         def in_snapshot() -> tuple[dict[str, Any], Any]:
             """What the run checks the restore against, read in the dump's snapshot while pg_dump runs."""
@@ -143,8 +136,7 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
             "pg_dump_version": clients.version_line(pg_dump), "pg_restore_version": clients.version_line(pg_restore),
             "server_major": major, "scope": covered.as_dict(), "outside_references": outside,
             "checksums": sums, "seconds": round(time.monotonic() - started, 2)}
-    (folder / "backup.json").write_text(json.dumps(info, indent=2))
-    return info
+    return gates.record_backup(run_id, info, seen)
 
 
 # Columns the migration never changes: a difference there is the application's write.
@@ -170,11 +162,3 @@ def write_fingerprints(conn: psycopg.Connection[Any], folder: Path) -> None:
                     out.write(chunk)
         finally:
             os.umask(old)
-
-
-def record(run_id: str, key: str, value: Any) -> None:
-    """Add ``key`` to backups/<run_id>/backup.json (the runner copies it into the manifest)."""
-    path = BACKUP_ROOT / run_id / "backup.json"
-    info = json.loads(path.read_text())
-    info[key] = value
-    path.write_text(json.dumps(info, indent=2, default=str))

@@ -1,0 +1,214 @@
+"""The gates of a changing step: this run's GO and a proven backup, of *this* database.
+
+A change (steps 02-05), a revert and a rollback refuse to start unless the run they belong to holds:
+
+1. a **GO** from preflight, recorded by ``record_verdict`` on the same database: the same server
+   (its system identifier), database, host and port as the connection about to change it;
+2. a **backup** of that database, recorded by ``record_backup`` when the dump was taken, whose
+   **drill passed** (``record_drill``), whose file still has the sha256 recorded, and which was
+   taken **before the migration's first change** (inside the dump's snapshot no change of the
+   migration was in effect). Instead of its own, a run may name such a backup of another run
+   (``link_backup``, ``kbmigrate run --backup-of RUN``), checked the same way.
+
+The records are the engine's own file, ``runs/<run_id>/gates.json``, written only here; the
+notebook cells show them and cannot grant them. Skipping a cell, a flag or a session setting
+leaves a gate closed: the check runs in the engine, at the start of every change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from kbmigrate import db
+from kbmigrate.digest import sha256_file
+from kbmigrate.errors import GateClosed
+from kbmigrate.paths import RUNS_DIR, from_evidence
+
+FILE = "gates.json"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which database a connection reaches: the server (its system identifier), database, host, port."""
+
+    system_identifier: str
+    database: str
+    host: str
+    port: str
+
+    def label(self) -> str:
+        return f"{self.database} on {self.host}:{self.port} (server {self.system_identifier})"
+
+
+_IDENTITIES: "weakref.WeakKeyDictionary[psycopg.Connection[Any], Identity]" = weakref.WeakKeyDictionary()
+
+
+def identity(conn: psycopg.Connection[Any]) -> Identity:
+    """The identity of the database ``conn`` reaches (asked once per connection)."""
+    known = _IDENTITIES.get(conn)
+    if known is None:
+        system = db.scalar(conn, "select system_identifier::text from pg_control_system()")
+        known = Identity(str(system), conn.info.dbname, conn.info.host, str(conn.info.port))
+        _IDENTITIES[conn] = known
+    return known
+
+
+def path(run_id: str) -> Path:
+    return RUNS_DIR / run_id / FILE
+
+
+def read(run_id: str) -> dict[str, Any]:
+    try:
+        return json.loads(path(run_id).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _write(run_id: str, gates: dict[str, Any]) -> None:
+    file = path(run_id)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0o077)
+    try:
+        temporary = file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(gates, indent=2, default=str))
+        temporary.replace(file)
+    finally:
+        os.umask(old)
+
+
+def record_verdict(conn: psycopg.Connection[Any], run_id: str, rows: list[dict[str, str]]) -> bool:
+    """Record preflight's verdict for this run on this database; returns GO (True) or NO-GO."""
+    failing = [f"{r['check']}: {r['detail']}" for r in rows if r["status"] == "NO-GO"]
+    gates = read(run_id)
+    gates["preflight"] = {"verdict": "NO-GO" if failing else "GO", "identity": asdict(identity(conn)),
+                          "at": db.scalar(conn, "select now()::text"), "no_go": failing}
+    _write(run_id, gates)
+    return not failing
+
+
+FIRST_CHANGE = """
+select l.run_id, l.change, l.applied_at::text as applied_at from kbmigrate.ledger l
+where l.outcome in ('applied', 'started') and l.step between '02' and '06'
+  and l.id > coalesce((select max(r.id) from kbmigrate.ledger r where r.step = '07_rollback' and r.outcome = 'applied'), 0)
+order by l.id limit 1"""
+
+
+def first_change(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+    """The migration's first change in effect on this database (since its last rollback), or None."""
+    if not db.scalar(conn, "select to_regclass('kbmigrate.ledger') is not null"):
+        return None
+    found = db.rows(conn, FIRST_CHANGE)
+    return found[0] if found else None
+
+
+def in_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """What the backup's record needs from the dump's own snapshot (call inside it): which
+    database, when, and the migration's first change then in effect (None: none yet)."""
+    return {"identity": asdict(identity(conn)), "taken_at": db.scalar(conn, "select now()::text"),
+            "changed_before": first_change(conn)}
+
+
+def forget_backup(run_id: str) -> None:
+    """A new attempt at this run's backup: the earlier one's record goes first."""
+    gates = read(run_id)
+    if gates.pop("backup", None) is not None:
+        _write(run_id, gates)
+
+
+def record_backup(run_id: str, info: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Record the backup just taken (``info``: its description; ``snapshot``: ``in_snapshot``'s),
+    not yet proven: its drill is to come. Returns the record."""
+    gates = read(run_id)
+    gates["backup"] = {**info, **snapshot, "restore_drill": None}
+    _write(run_id, gates)
+    return gates["backup"]
+
+
+def record_drill(run_id: str, sha256: str, result: dict[str, Any]) -> None:
+    """Record the restore drill's outcome on the backup it restored (``sha256``)."""
+    gates = read(run_id)
+    taken = gates.get("backup")
+    if not taken or taken["sha256"] != sha256:
+        raise GateClosed(run=run_id, gate="backup", reason="the drill restored a dump this run did not record as "
+                                                           "its backup; take the backup (01_backup) first")
+    taken["restore_drill"] = result
+    _write(run_id, gates)
+
+
+def link_backup(run_id: str, other: str) -> dict[str, Any]:
+    """This run uses the backup of run ``other`` (checked now for what does not need the database,
+    and again against the database at each change)."""
+    found = proven_backup(other)
+    gates = read(run_id)
+    gates["backup_of"] = other
+    _write(run_id, gates)
+    return found
+
+
+def proven_backup(run_id: str) -> dict[str, Any]:
+    """Run ``run_id``'s own backup, when its drill passed and its file has its sha256; else GateClosed."""
+    taken = read(run_id).get("backup")
+    if not taken:
+        raise GateClosed(run=run_id, gate="backup", reason="it holds no backup (01_backup did not run in it)")
+    drill = taken.get("restore_drill")
+    if not drill or not drill.get("ok"):
+        raise GateClosed(run=run_id, gate="backup", reason="its backup's restore drill "
+                         + ("failed" if drill else "never ran") + ": a backup not proven restorable is no backup")
+    _check_file(run_id, taken)
+    return taken
+
+
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _check_file(run_id: str, taken: dict[str, Any]) -> None:
+    file = from_evidence(taken["path"])
+    try:
+        stat = file.stat()
+    except FileNotFoundError:
+        raise GateClosed(run=run_id, gate="backup", reason=f"its backup file {taken['path']} is missing") from None
+    key = (str(file), stat.st_mtime_ns, stat.st_size)
+    if key not in _HASHED:  # a large dump is hashed once per process, and again when it changes
+        _HASHED[key] = sha256_file(file)
+    if _HASHED[key] != taken["sha256"]:
+        raise GateClosed(run=run_id, gate="backup", reason=f"its backup file {taken['path']} no longer has the "
+                                                           "sha256 recorded when it was taken")
+
+
+def backup_for(run_id: str) -> tuple[str, dict[str, Any]]:
+    """The backup run ``run_id`` relies on (its own, or the one it names) and the run that took it."""
+    gates = read(run_id)
+    owner = gates.get("backup_of") or run_id
+    return owner, proven_backup(owner)
+
+
+def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
+    """Refuse (GateClosed) unless run ``run_id`` holds a GO and a proven backup of the database
+    ``conn`` reaches, taken before the migration's first change. ``what``: the change about to start."""
+    here = identity(conn)
+    verdict = read(run_id).get("preflight")
+    if not verdict:
+        raise GateClosed(run=run_id, gate="GO", reason=f"preflight (00_preflight) has not run in it; {what} "
+                                                       "needs its GO on this database first")
+    if verdict["verdict"] != "GO":
+        raise GateClosed(run=run_id, gate="GO", reason=f"its preflight said NO-GO ({'; '.join(verdict['no_go'])[:300]})")
+    if Identity(**verdict["identity"]) != here:
+        raise GateClosed(run=run_id, gate="GO", reason=f"its GO is for {Identity(**verdict['identity']).label()}, "
+                                                       f"not {here.label()}")
+    owner, taken = backup_for(run_id)
+    of = "its" if owner == run_id else f"run {owner}'s"
+    if Identity(**taken["identity"]) != here:
+        raise GateClosed(run=run_id, gate="backup", reason=f"{of} backup is of {Identity(**taken['identity']).label()}, "
+                                                           f"not {here.label()}")
+    if taken.get("changed_before"):
+        c = taken["changed_before"]
+        raise GateClosed(run=run_id, gate="backup", reason=f"{of} backup was taken after the migration had begun "
+                         f"({c['change']} by run {c['run_id']} at {c['applied_at']}): rolling back to it would not "
+                         "restore the database as it was; name the backup taken before that with --backup-of RUN")
