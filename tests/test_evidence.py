@@ -90,15 +90,16 @@ def test_an_edited_manifest_is_caught(two_runs: Any) -> None:
         path.write_bytes(original)
 
 
-def test_an_edited_ledger_row_is_caught(two_runs: Any) -> None:
+def test_an_edited_seal_is_caught(two_runs: Any) -> None:
     target, first, second = two_runs
     with db.connect(target, autocommit=True) as conn:
-        seal = db.scalar(conn, "select sql_sha256 from kbmigrate.ledger where run_id = %s and step = 'run'", (first,))
-        conn.execute("update kbmigrate.ledger set sql_sha256 = %s where run_id = %s and step = 'run'", ("0" * 64, first))
+        seal = db.scalar(conn, "select manifest_sha256 from kbmigrate.seals where run_id = %s", (first,))
+        assert seal and not db.scalar(conn, "select count(*) from kbmigrate.ledger where step = 'run'")  # a table of their own
+        conn.execute("update kbmigrate.seals set manifest_sha256 = %s where run_id = %s", ("0" * 64, first))
         try:
-            _broken(target, second, "the ledger says " + "0" * 64)
+            _broken(target, second, "the seal says " + "0" * 64)
         finally:
-            conn.execute("update kbmigrate.ledger set sql_sha256 = %s where run_id = %s and step = 'run'", (seal, first))
+            conn.execute("update kbmigrate.seals set manifest_sha256 = %s where run_id = %s", (seal, first))
 
 
 def test_a_deleted_run_is_caught(two_runs: Any, tmp_path: Path) -> None:

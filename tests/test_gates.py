@@ -39,7 +39,7 @@ def untouched(target: Target) -> bool:
     with db.connect(target) as conn:
         return bool(db.scalar(conn, """select to_regnamespace('kbmigrate') is null
             and not exists (select 1 from pg_attribute where attrelid = 'public.knowledge_base'::regclass
-                            and attname = 'workspace_id' and not attisdropped)
+                            and attname = 'is_shared' and not attisdropped)
             and not (select relrowsecurity from pg_class where oid = 'public.knowledge_base'::regclass)"""))
 
 
@@ -154,9 +154,13 @@ def test_a_setting_that_changes_what_the_migration_does_is_a_no_go(server: Targe
             before = {r["check"]: r["status"] for r in preflight.checks(conn, target, PARAMS)}
         assert before[check] == "GO"
         name = target.params["dbname"]
-        with db.connect(admin.with_database(name), autocommit=True) as conn:  # at the database level
-            conn.execute(sql.SQL("alter database {} set {} = {}").format(
-                sql.Identifier(name), sql.Identifier(setting), sql.SQL(", ").join(sql.Literal(v.strip()) for v in value.split(","))))
+        # at the database level; search_path for the role in this database, since Supabase's postgres carries
+        # a search_path of its own, which overrides the database's
+        scope = sql.SQL("role {} in database {}" if setting == "search_path" else "database {1}").format(
+            sql.Identifier(target.params["user"]), sql.Identifier(name))
+        with db.connect(admin.with_database(name), autocommit=True) as conn:
+            conn.execute(sql.SQL("alter {} set {} = {}").format(
+                scope, sql.Identifier(setting), sql.SQL(", ").join(sql.Literal(v.strip()) for v in value.split(","))))
         with db.connect(target, autocommit=True) as conn:
             rows = preflight.checks(conn, target, PARAMS)
         row = next(r for r in rows if r["check"] == check)
@@ -216,7 +220,7 @@ def test_the_rollback_counts_writes_under_its_own_locks(server: Target) -> None:
 def untouched_but_ledger(target: Target) -> bool:
     with db.connect(target) as conn:
         return bool(db.scalar(conn, """select not exists (select 1 from pg_attribute where attrelid =
-            'public.knowledge_base'::regclass and attname = 'workspace_id' and not attisdropped)
+            'public.knowledge_base'::regclass and attname = 'is_shared' and not attisdropped)
             and not exists (select 1 from knowledge_base where title = 'written after the check')"""))
 
 

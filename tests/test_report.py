@@ -56,6 +56,28 @@ def test_the_report_rebuilds_byte_for_byte(run_with_report: Any) -> None:
     assert report.read_bytes() == before
 
 
+def test_a_notebook_cut_short_by_a_kill_still_gives_a_report(run_with_report: Any) -> None:
+    """A run killed while papermill saves a notebook leaves it truncated; the report of its resume
+    says so instead of failing (seen in the crash tests through the CLI)."""
+    _, run_id, _ = run_with_report
+    copy = f"{run_id}-cut"
+    shutil.copytree(RUNS_DIR / run_id, RUNS_DIR / copy)
+    try:
+        record = json.loads((RUNS_DIR / copy / "manifest.json").read_text())
+        record["run_id"] = copy
+        (RUNS_DIR / copy / "manifest.json").write_text(json.dumps(record))
+        cut = RUNS_DIR / copy / "03_backfill.ipynb"
+        cut.write_bytes(cut.read_bytes()[:1000])
+        from kbmigrate.run import report
+
+        built = report.build(copy)
+        text = from_evidence(built["path"]).read_text(encoding="utf-8")
+        assert "This notebook cannot be read" in text and "03_backfill.ipynb" in text
+        assert 'id="step-04_seed_sections"' in text  # and the steps after it are all there
+    finally:
+        shutil.rmtree(RUNS_DIR / copy, ignore_errors=True)
+
+
 @pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
                     reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver; .ci/run does)")
 def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:

@@ -2,10 +2,12 @@
 code, and the hashes that let anyone check the folder later (``kbmigrate verify``).
 
 **The seal.** Each manifest names the previous run's manifest on the same database (its run id
-and sha256), and when a run ends, its manifest's sha256 is written to the database's ledger
-(step ``run``, change ``manifest``). So a run folder cannot be edited or deleted without breaking
-a link that the next run, or the database, still holds. A run that changed nothing (no ledger
-yet, e.g. a NO-GO preflight) is not sealed in the database; its files are still hashed.
+and sha256), and when a run ends, its manifest's sha256 is written to the database's
+``kbmigrate.seals`` (created by 02_schema). So a run folder cannot be edited or deleted without
+breaking a link that the next run, or the database, still holds. A run on a database without the
+tool's schema yet (e.g. a NO-GO preflight) is not sealed in the database; its files are still
+hashed. Databases migrated by kbmigrate before the seals had a table kept them in the ledger
+(step ``run``, change ``manifest``); ``sealed`` and ``previous`` still read those.
 """
 
 from __future__ import annotations
@@ -77,13 +79,34 @@ def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunP
     }
 
 
+def has_seals(conn: psycopg.Connection[Any]) -> bool:
+    return bool(db.scalar(conn, "select to_regclass('kbmigrate.seals') is not null"))
+
+
 def previous(conn: psycopg.Connection[Any]) -> dict[str, str] | None:
     """The run sealed last on this database: its run id and manifest sha256 (None: the first)."""
+    if has_seals(conn):
+        rows = db.rows(conn, "select run_id, manifest_sha256 from kbmigrate.seals order by id desc limit 1")
+        if rows:
+            return rows[0]
     if not ledger.exists(conn):
         return None
     rows = db.rows(conn, "select run_id, sql_sha256 as manifest_sha256 from kbmigrate.ledger "
                          "where step = %s and change = %s order by id desc limit 1", (SEAL_STEP, SEAL_CHANGE))
     return rows[0] if rows else None
+
+
+def sealed(conn: psycopg.Connection[Any], run_id: str) -> str | None:
+    """The manifest sha256 this database holds for run ``run_id`` (its latest seal), or None."""
+    if has_seals(conn):
+        found = db.scalar(conn, "select manifest_sha256 from kbmigrate.seals where run_id = %s order by id desc limit 1",
+                          (run_id,))
+        if found:
+            return str(found)
+    if not ledger.exists(conn):
+        return None
+    return db.scalar(conn, "select sql_sha256 from kbmigrate.ledger where run_id = %s and step = %s and change = %s "
+                           "order by id desc limit 1", (run_id, SEAL_STEP, SEAL_CHANGE))
 
 
 def keep_sql(folder: Path, files: dict[str, str]) -> None:
@@ -106,16 +129,14 @@ def write(folder: Path, manifest: dict[str, Any], target: Target) -> None:
 
 
 def seal(conn: psycopg.Connection[Any], folder: Path, manifest: dict[str, Any]) -> str | None:
-    """Write the final manifest's sha256 to the ledger (when the database has one); returns it."""
+    """Write the final manifest's sha256 to kbmigrate.seals (when the database has it); returns it."""
     digest = sha256_file(folder / "manifest.json")
-    if not ledger.exists(conn):
+    if not has_seals(conn):
         return None
-    params = RunParams()
     with conn.transaction():
-        transaction.begin(conn, params)
-        ledger.record(conn, run_id=manifest["run_id"], step=SEAL_STEP, change=SEAL_CHANGE, sql_sha256=digest,
-                      rows_affected=None, outcome="noop",
-                      detail={"status": manifest["status"], "previous": manifest.get("previous")})
+        transaction.begin(conn, RunParams())
+        conn.execute("insert into kbmigrate.seals (run_id, manifest_sha256, status, previous) values (%s, %s, %s, %s)",
+                     (manifest["run_id"], digest, manifest["status"], json.dumps(manifest.get("previous"))))
     return digest
 
 

@@ -116,10 +116,15 @@ def build(run_id: str) -> dict[str, str]:
         path = folder / Path(step["notebook"]).name
         if not path.exists():
             continue
-        nb = nbformat.read(path, as_version=4)
         book.cells.append(new_markdown_cell(
             f'<h1 id="step-{Path(path).stem}">Step {Path(path).stem}: {step["status"]}, {step.get("seconds", "?")} s</h1>'))
-        book.cells += nb.cells
+        try:
+            book.cells += nbformat.read(path, as_version=4).cells
+        except (ValueError, nbformat.ValidationError, AttributeError):  # nbformat's own parse error is an AttributeError
+            book.cells.append(new_markdown_cell(
+                f"**This notebook cannot be read**: {path.name} ({path.stat().st_size:,} bytes, sha256 "
+                f"`{manifest.sha256_file(path)}`) was cut short, most likely when its run was killed while "
+                "saving it. The ledger holds what its step changed; the attempt after it shows the step whole."))
     for i, cell in enumerate(book.cells):  # stable ids, so the same run gives the same bytes
         cell["id"] = f"c{i:05d}"
     exporter = HTMLExporter(template_name="lab", embed_images=True)

@@ -16,7 +16,7 @@ from kbmigrate.paths import read_sql
 def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """The run's ledger in numbers, and the knowledge base as it is now."""
     out: dict[str, Any] = {}
-    rows = [r for r in ledger.for_run(conn, run_id) if r["step"] != "run"]  # not the seal
+    rows = [r for r in ledger.for_run(conn, run_id) if r["step"] != "run"]  # not a seal (older databases kept them in the ledger)
     if rows:
         out["changes applied"] = sum(r["outcome"] == "applied" for r in rows)
         out["changes already in effect (no-ops)"] = sum(r["outcome"] == "noop" for r in rows)

@@ -2,7 +2,7 @@
 
 Recomputed from the files: the sha256 of every notebook, the report, the kept SQL files and the
 backup, against the manifest. Then the seal (see ``manifest.py``): the manifest's own sha256
-against the ledger row the run wrote, and, run by run back to the first, each manifest's record
+against the seal the run wrote (kbmigrate.seals), and, run by run back to the first, each manifest's record
 of the previous one against that run's manifest and the ledger. Editing any file, a manifest or a
 ledger row, or deleting a run folder, breaks one of these.
 """
@@ -54,10 +54,7 @@ def _files(run_id: str, record: dict[str, Any]) -> list[Check]:
 
 
 def _seal_of(conn: psycopg.Connection[Any], run_id: str) -> str | None:
-    if not ledger.exists(conn):
-        return None
-    return db.scalar(conn, "select sql_sha256 from kbmigrate.ledger where run_id = %s and step = %s and change = %s "
-                           "order by id desc limit 1", (run_id, manifest.SEAL_STEP, manifest.SEAL_CHANGE))
+    return manifest.sealed(conn, run_id)
 
 
 def _changed_anything(conn: psycopg.Connection[Any], run_id: str) -> bool:
@@ -84,11 +81,11 @@ def verify(conn: psycopg.Connection[Any], run_id: str) -> list[Check]:
         checks += _files(current, record)
         digest, sealed = manifest.sha256_file(path), _seal_of(conn, current)
         if sealed is not None:
-            checks.append(Check(f"manifest of {current} against the ledger", sealed == digest,
-                                "" if sealed == digest else f"sha256 {digest}, the ledger says {sealed}"))
+            checks.append(Check(f"manifest of {current} against its seal", sealed == digest,
+                                "" if sealed == digest else f"sha256 {digest}, the seal says {sealed}"))
         elif _changed_anything(conn, current):
-            checks.append(Check(f"manifest of {current} against the ledger", False,
-                                "the run changed the database but its seal is not in the ledger"))
+            checks.append(Check(f"manifest of {current} against its seal", False,
+                                "the run changed the database but the database holds no seal of it"))
         prev = record.get("previous")
         if prev:
             before = RUNS_DIR / prev["run_id"] / "manifest.json"
