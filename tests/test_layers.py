@@ -20,6 +20,7 @@ LAYERS = [
     {"kbmigrate.engine"},
     {"kbmigrate.checks"},
     {"kbmigrate.backup"},
+    {"kbmigrate.runbook"},
     {"kbmigrate.run"},
     {"kbmigrate.dev"},
     {"kbmigrate.cli"},
@@ -94,7 +95,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_production_path_does_not_import_the_development_tooling() -> None:
-    code = ("import sys, kbmigrate.cli, kbmigrate.run.runner, kbmigrate.run.nb, kbmigrate.checks.smoke;"
+    code = ("import sys, kbmigrate.cli, kbmigrate.run.runner, kbmigrate.runbook, kbmigrate.checks.smoke;"
             "kbmigrate.cli.build_parser();"
             "print(sorted(m for m in sys.modules if m.startswith('kbmigrate.dev')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -367,7 +367,7 @@ class Bench:
 
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.cells = [nbformat.v4.new_code_cell("from kbmigrate.run import nb\nkb = nb.start('00_preflight', globals())")]
+        nb.cells = [nbformat.v4.new_code_cell("from kbmigrate import runbook\nkb = runbook.start('00_preflight', globals())")]
         times = []
         with tempfile.TemporaryDirectory() as tmp, runner.kernel_environment(target):
             src = Path(tmp) / "t.ipynb"

@@ -1,6 +1,7 @@
-"""What the runbook notebooks share: connect, apply a step, query into tables, check.
+"""The runbook's API: what a notebook's cells call, in the kernel, to connect, apply a step,
+query into tables and check.
 
-A notebook stays thin: its parameters cell, then ``kb = nb.start("02_schema", globals())``,
+A notebook stays thin: its parameters cell, then ``kb = runbook.start("02_schema", globals())``,
 then one cell per action. The connection comes from the environment (the libpq settings that
 ``kbmigrate run`` or ``make lab`` set), never from a parameter, so no secret is ever written
 into a notebook.
