@@ -110,8 +110,14 @@ def test_partial_reverts_leave_the_rest_intact(server: Target) -> None:
 
         refused = run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo)  # a change too: it needs a backup
         assert refused.returncode == 2 and "--backup-of" in refused.stderr, refused.stderr
-        reverted = run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo, "--backup-of", "migrate")
+        revert_id = f"t-rv-{uuid.uuid4().hex[:6]}"
+        reverted = run_cli("revert", "import_legacy_icp", "--dsn", target.conninfo, "--backup-of", "migrate",
+                           "--run-id", revert_id)
         assert reverted.returncode == 0, reverted.stderr
+        record = json.loads((runner.RUNS_DIR / revert_id / "manifest.json").read_text())  # a run, with its evidence
+        assert record["status"] == "succeeded" and record["backup_of"] == "migrate"
+        assert record["reverted"][0]["change"] == "import_legacy_icp" and record["changed"]["changes reverted"] == 1
+        assert run_cli("verify", revert_id, "--dsn", target.conninfo).returncode == 0
         after = _kb(target)
         assert after == {k: v for k, v in full.items() if v[5] != "legacy_icp_data"}
         assert any(v[5] == "legacy_icp_data" for v in full.values())

@@ -17,9 +17,9 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 import psycopg  # noqa: E402
 
 from kbmigrate import __version__, conninfo, db
-from kbmigrate.engine import gates, lock, plan, revert
+from kbmigrate.engine import plan, revert
 from kbmigrate.components.embedded import EmbeddedServer, bin_dir
-from kbmigrate.errors import BadParameter, Blocked, EvidenceBroken, KbError, NoGo, NoSuchRun
+from kbmigrate.errors import BadParameter, EvidenceBroken, KbError, NoSuchRun
 from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.engine.params import RunParams
 
@@ -187,26 +187,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_revert(args: argparse.Namespace) -> int:
-    from kbmigrate.checks import preflight
-    from kbmigrate.run import runner
+    from kbmigrate.run import runner, undo
 
     params = _parse_params(args.param or [])
     revert.expand(args.change, params)  # an unknown change is refused before connecting
     target = _target(args)
     run_id = args.run_id or f"revert-{runner.new_run_id()}"
-    with lock.run_lock(target, run_id), db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
-        # the revert's gates: a backup that covers it (the migration's), and its own GO, now
-        gates.link_backup(run_id, args.backup_of)
-        rows = preflight.verdict(conn, target, params, run_id)
-        if not preflight.go(rows):
-            raise NoGo(target=target.label, reason="; ".join(f"{r['check']}: {r['detail']}" for r in rows
-                                                             if r["status"] == "NO-GO"))
-        try:
-            done = revert.revert(conn, args.change, params, run_id)
-        except Blocked as exc:
-            raise Blocked(**{**exc.details, "then": f"run 'kbmigrate revert {args.change}' again"}) from None
+    record, done = undo.run(target, args.change, params, run_id, args.backup_of)
     for d in done:
-        print(f"{d['change']}: {d['outcome']} in {d['seconds']} s (ledger run id {run_id})")
+        print(f"{d['change']}: {d['outcome']} in {d['seconds']} s (run {run_id})")
+    print(f"revert {record['status']}: evidence in {shown(runner.RUNS_DIR / run_id)}/")
     return 0
 
 

@@ -27,7 +27,8 @@ from kbmigrate.engine import plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import BadParameter, NoGo
 from kbmigrate.paths import RUNS_DIR, shown
-from kbmigrate.run import manifest, notebooks, report, runner, summary
+from kbmigrate.run import manifest, notebooks, runner
+from kbmigrate.run.record import Run, StepEntry
 
 
 def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Path:
@@ -42,14 +43,10 @@ def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Pat
         raise NoGo(target=target.label, reason=detail)
     with runner.private_files():
         with db.connect(target, autocommit=True) as conn:
-            record = manifest.new(run_id, conn, target, params, {}, status="manual")
-        record["sql_files"] = plan.sql_files_used()
-        folder.mkdir(parents=True)
-        manifest.keep_sql(folder, record["sql_files"])
+            Run.open(target, conn, run_id, params, steps=list(plan.STEPS), status="manual")
         for step in plan.STEPS:  # 07_rollback is on demand: kbmigrate rollback
             papermill.execute_notebook(notebooks.read(step), str(folder / f"{step}.ipynb"), prepare_only=True,
                                        parameters={"run_id": run_id, **params.as_dict()}, progress_bar=False)
-        manifest.write(folder, record, target)
     return folder
 
 
@@ -67,27 +64,22 @@ def _status(path: Path) -> str:
 def finish(target: Target, run_id: str) -> dict[str, Any]:
     """Record what was done by hand in the run folder, build the report, and seal the manifest."""
     folder = RUNS_DIR / run_id
-    record = manifest.load(run_id)
-    if record.get("status") != "manual" or record.get("ended_at"):
+    run = Run.load(target, run_id)
+    if run.status != "manual" or run.data.get("ended_at"):
         raise BadParameter(name="--finish", reason=f"run {run_id} is not a hand-stepped run still open")
     with runner.private_files():
-        record["steps"] = []
+        run.steps = []
         for step in plan.STEPS:
             path = folder / f"{step}.ipynb"
             if path.exists():
                 runner.scan_for_secrets(path, target.secrets)
                 path.chmod(0o600)
-                record["steps"].append({"notebook": shown(path), "status": _status(path),
-                                        "sha256": manifest.sha256_file(path)})
-        runner.adopt_gates(record, run_id)
-        record["ended_at"] = manifest.utc_now()
+                run.steps.append(StepEntry(step, 1, shown(path), status=_status(path), start=None,
+                                           sha256=manifest.sha256_file(path)))
         with db.connect(target, autocommit=True, application_name=f"kbmigrate finish {run_id}"[:63]) as conn:
-            record["changed"] = summary.numbers(conn, run_id)
-            manifest.write(folder, record, target)
-            record["report"] = report.build(run_id)
-            manifest.write(folder, record, target)
-            manifest.seal(conn, folder, record)
-    return record
+            run.finish(conn, "manual")
+            run.seal(conn)
+    return run.as_dict()
 
 
 def open_lab(target: Target, folder: Path) -> int:

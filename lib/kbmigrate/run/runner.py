@@ -13,7 +13,6 @@ import os
 import secrets as pysecrets
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,8 @@ from papermill.exceptions import PapermillExecutionError
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
-from kbmigrate.run import interrupt, manifest, notebooks, report, summary
+from kbmigrate.run import interrupt, manifest, notebooks
+from kbmigrate.run.record import Run
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
@@ -192,15 +192,16 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
     if not run_id.replace("-", "").replace("_", "").isalnum():
         raise BadParameter(name="--run-id", reason="use letters, digits, - and _ only")
     folder = RUNS_DIR / run_id
+    resumed: Run | None = None
     if resume:
-        record = manifest.load_for_resume(run_id, more=bool(only))
+        resumed = Run.for_resume(target, run_id, more=bool(only))
         if only:  # steps run inside this run, under its gates, as their next attempts
             steps = [s for s in plan.STEPS if s in {resolve_step(n) for n in only}]
-            record["plan"] = [s for s in plan.STEPS if s in {*(record.get("plan") or []), *steps}]
+            resumed.extend_plan(steps)
         else:
-            steps = remaining_steps(record)
+            steps = resumed.remaining()
         if new_backup and "01_backup" not in steps:
-            order = record.get("plan") or list(plan.STEPS)
+            order = resumed.data.get("plan") or list(plan.STEPS)
             steps = [s for s in order if s in {*steps, "01_backup"}]
     else:
         if folder.exists():
@@ -214,41 +215,42 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
             if not ok:
                 raise NoGo(target=target.label, reason=detail)
             with run_lock(target, f"run {run_id}"):
-                if resume:
-                    with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
-                        where = (conn.info.dbname, str(conn.info.port))
-                        changed = new_backup and ledger.exists(conn) and db.scalar(conn, """
-                            select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'
-                            and step not in ('run', '00_preflight', '01_backup')""", (run_id,))
-                    if changed:
-                        raise BadParameter(name="--new-backup", reason=f"run {run_id} has already applied {changed} "
-                                           "change(s): a backup now would hold a half-migrated database, and the "
-                                           "rollback must restore the one from before; resume without --new-backup")
-                    if where != (record["target"]["database"], str(record["target"]["port"])):
-                        raise BadParameter(name="--resume", reason=f"run {run_id} was made on database "
-                                           f"{record['target']['database']} (port {record['target']['port']}), not "
-                                           f"{where[0]} (port {where[1]}); name its database with --dsn")
-                    reopen(record, params, steps)
-                else:
-                    with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
-                        record = manifest.new(run_id, conn, target, params, extra or {})
-                    record["plan"] = steps
-                    record["sql_files"] = plan.sql_files_used()
-                    manifest.keep_sql(folder, record["sql_files"])
-                    if backup_of:
-                        gates.link_backup(run_id, backup_of)
-                        adopt_gates(record, run_id)
-                manifest.write(folder, record, target)
+                with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
+                    if resumed is not None:
+                        _may_resume(conn, resumed, new_backup)
+                        resumed.reopen(params, steps)
+                        run = resumed
+                    else:
+                        run = Run.open(target, conn, run_id, params, steps=steps, extra=extra, backup_of=backup_of)
                 try:
-                    return _execute(target, params, run_id, steps, folder, record, progress, echo, extra or {})
+                    failure = _execute(target, params, run, steps, progress, echo, extra or {})
                 finally:
                     with db.connect(target, autocommit=True, limits=closing_limits(params),
                                     application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
-                        manifest.seal(conn, folder, record)
+                        run.seal(conn)
+                if failure:
+                    raise failure
+                return run.as_dict()
         except BaseException:
             if not resume and not (folder / "manifest.json").exists():  # refused before it began: nothing to keep
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+def _may_resume(conn: Any, run: Run, new_backup: bool) -> None:
+    """A run is resumed on its own database, and takes a new backup only while it changed nothing."""
+    where = (conn.info.dbname, str(conn.info.port))
+    changed = new_backup and ledger.exists(conn) and db.scalar(conn, """
+        select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'
+        and step not in ('run', '00_preflight', '01_backup')""", (run.run_id,))
+    if changed:
+        raise BadParameter(name="--new-backup", reason=f"run {run.run_id} has already applied {changed} "
+                           "change(s): a backup now would hold a half-migrated database, and the "
+                           "rollback must restore the one from before; resume without --new-backup")
+    made_on = run.data["target"]
+    if where != (made_on["database"], str(made_on["port"])):
+        raise BadParameter(name="--resume", reason=f"run {run.run_id} was made on database {made_on['database']} "
+                           f"(port {made_on['port']}), not {where[0]} (port {where[1]}); name its database with --dsn")
 
 
 def closing_limits(params: RunParams) -> db.Limits:
@@ -264,46 +266,6 @@ def closing_limits(params: RunParams) -> db.Limits:
 def step_of(entry: dict[str, Any]) -> str:
     """The step a manifest entry ran (older manifests name only the notebook)."""
     return entry.get("step") or Path(entry["notebook"]).stem
-
-
-def remaining_steps(record: dict[str, Any]) -> list[str]:
-    """The steps of a run not yet succeeded, in the run's order."""
-    done = {step_of(e) for e in record.get("steps", []) if e["status"] == "succeeded"}
-    order = record.get("plan") or (["07_rollback"] if "rollback_of" in record.get("parameters", {}) else list(plan.STEPS))
-    left = [s for s in order if s not in done]
-    if not left:
-        raise BadParameter(name="--resume", reason=f"every step of run {record['run_id']} has succeeded; nothing to resume")
-    return left
-
-
-def reopen(record: dict[str, Any], params: RunParams, steps: list[str]) -> None:
-    """Continue a failed or interrupted run in its folder: its finished steps (and its backup) are
-    kept; the notebook of the step that stopped is kept as ``<step>.attempt<n>.ipynb`` and the step
-    runs again as attempt n+1. The SQL must be the SQL the run kept, or the evidence would not hold
-    the code that ran."""
-    now = plan.sql_files_used()
-    if now != record.get("sql_files"):
-        changed = sorted(k for k in {*now, *record.get("sql_files", {})} if now.get(k) != record["sql_files"].get(k))
-        raise BadParameter(name="--resume", reason=f"the SQL changed since run {record['run_id']} began "
-                           f"({', '.join(changed[:5])}); start a new run with --backup-of {record['run_id']} so its evidence "
-                           "holds the SQL it runs")
-    for entry in record["steps"]:  # every earlier attempt of a step that runs again is kept beside it
-        step = step_of(entry)
-        if step in steps and not entry.get("superseded"):
-            old = from_evidence(entry["notebook"])
-            kept = old.with_name(f"{step}.attempt{entry.get('attempt', 1)}.ipynb")
-            if old.exists() and old.name == f"{step}.ipynb":
-                old.replace(kept)
-                entry["notebook"] = shown(kept)
-            entry["superseded"] = True
-    if "01_backup" in steps:
-        record.pop("backup", None)  # this attempt writes the backup again
-    record.setdefault("resumed", []).append({
-        "at": manifest.utc_now(), "status_before": record["status"], "operator": manifest.operator(),
-        "code": manifest.code(), "steps": steps, "interrupted_before": record.pop("interrupted", None),
-        "parameters_changed": {k: v for k, v in params.as_dict().items() if record["parameters"].get(k) != v}})
-    record["parameters"].update(params.as_dict())
-    record["status"], record["ended_at"] = "running", None
 
 
 @contextmanager
@@ -333,15 +295,6 @@ def private_files() -> Iterator[None]:
         os.umask(old)
 
 
-def adopt_gates(record: dict[str, Any], run_id: str) -> None:
-    """The manifest shows what the engine's gates hold for the run: its backup (with its drill's
-    verdict) or the run whose backup it relies on, and its preflight verdict."""
-    held = gates.read(run_id)
-    for key, name in (("backup", "backup"), ("backup_of", "backup_of"), ("preflight", "preflight_verdict")):
-        if key in held:
-            record[name] = held[key]
-
-
 def mark_interrupted(path: Path, stop: interrupt.Stop) -> None:
     """Put a plain mark at the top of a step's notebook: what stopped it, and what was ended."""
     book = nbformat.read(path, as_version=4)
@@ -352,25 +305,23 @@ def mark_interrupted(path: Path, stop: interrupt.Stop) -> None:
     nbformat.write(book, path)
 
 
-def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], folder: Path,
-             record: dict[str, Any], progress: bool, echo: Any, extra: dict[str, Any]) -> dict[str, Any]:
+def _execute(target: Target, params: RunParams, run: Run, steps: list[str], progress: bool, echo: Any,
+             extra: dict[str, Any]) -> Exception | None:
+    """Run ``steps`` in ``run``, recording each; then finish the run. Returns what stopped it, if anything."""
     failure: Exception | None = None
+    run_id, folder = run.run_id, run.folder
     kernels = type("RunKernelManager", (IpcKernelManager,), {"log_path": folder / "kernels.log"})
-    parameters = {k: v for k, v in record["parameters"].items() if k not in ("run_id",)}
+    parameters = {k: v for k, v in run.data["parameters"].items() if k not in ("run_id",)}
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target), \
             interrupt.stop_on_signals(target, run_id, lambda m: echo(m), manifest.utc_now) as stop, \
             blockers.Watcher(target, run_id, lambda line: echo(f"  {line}")):
         for step in steps:
             if stop.signal:
                 break
-            out = folder / f"{step}.ipynb"
-            attempt = 1 + sum(1 for e in record["steps"] if step_of(e) == step)
-            entry: dict[str, Any] = {"step": step, "attempt": attempt, "notebook": shown(out), "status": "running",
-                                     "start": manifest.utc_now()}
-            record["steps"].append(entry)
-            manifest.write(folder, record, target)
-            t0 = time.monotonic()
-            echo(f"▶ {step} …" if attempt == 1 else f"▶ {step} (attempt {attempt}) …")
+            entry = run.begin(step)
+            out = from_evidence(entry.notebook)
+            echo(f"▶ {step} …" if entry.attempt == 1 else f"▶ {step} (attempt {entry.attempt}) …")
+            status, error = "succeeded", None
             try:
                 papermill.execute_notebook(
                     notebooks.read(step), str(out), parameters={"run_id": run_id, **parameters, **extra},
@@ -380,49 +331,34 @@ def _execute(target: Target, params: RunParams, run_id: str, steps: list[str], f
                     # once rather than wait on its graceful exit (0.4 s or more per step)
                     shutdown_kernel="immediate",
                 )
-                entry["status"] = "succeeded"
             except PapermillExecutionError as exc:
-                entry["status"] = "failed"
-                entry["error"] = target.redact(_failure_reason(exc)).rstrip(".")
-                failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
+                status, error = "failed", target.redact(_failure_reason(exc)).rstrip(".")
+                failure = RunFailed(step=step, reason=error, evidence=shown(out))
             except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
-                entry["status"] = "failed"
-                entry["error"] = target.redact(f"the notebook kernel failed: {exc}")
-                failure = RunFailed(step=step, reason=entry["error"], evidence=shown(out))
+                status, error = "failed", target.redact(f"the notebook kernel failed: {exc}")
+                failure = RunFailed(step=step, reason=error, evidence=shown(out))
             except KeyboardInterrupt:  # a second signal: stop at once, still leaving a true record
-                entry["status"], entry["error"] = "interrupted", f"stopped at once by a second {stop.signal}"
+                status, error = "interrupted", f"stopped at once by a second {stop.signal}"
                 failure = Interrupted(run=run_id, signal=stop.signal or "SIGINT", step=step, evidence=shown(folder))
             if stop.signal and not isinstance(failure, Interrupted):
-                entry["status"] = "interrupted"
-                entry["error"] = f"interrupted by {stop.signal}" + (f" ({entry['error']})" if entry.get("error") else "")
+                status, error = "interrupted", f"interrupted by {stop.signal}" + (f" ({error})" if error else "")
                 failure = Interrupted(run=run_id, signal=stop.signal, step=step, evidence=shown(folder))
                 if out.exists():
                     mark_interrupted(out, stop)
-            entry["end"] = manifest.utc_now()
-            entry["seconds"] = round(time.monotonic() - t0, 2)
             if out.exists():
                 scan_for_secrets(out, target.secrets)
-                entry["sha256"] = manifest.sha256_file(out)
-            echo(f"  {entry['status']} in {entry['seconds']} s → {entry['notebook']}")
-            adopt_gates(record, run_id)
-            manifest.write(folder, record, target)
+            run.end(entry, status, error)
+            echo(f"  {entry.status} in {entry.seconds} s → {entry.notebook}")
             if failure:
                 break
         if stop.signal and failure is None:  # stopped between steps
             failure = Interrupted(run=run_id, signal=stop.signal, step="the pause between two steps", evidence=shown(folder))
         if stop.signal:
             stop.settle()
-            record["interrupted"] = stop.as_dict()
     tidy_log(folder / "kernels.log", target)
-    record["ended_at"] = manifest.utc_now()
-    record["status"] = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
+    status = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
     with db.connect(target, autocommit=True, limits=closing_limits(params),
                     application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
-        record["changed"] = summary.numbers(conn, run_id)
-    manifest.write(folder, record, target)
-    record["report"] = report.build(run_id)
-    manifest.write(folder, record, target)
-    echo(f"  report → {record['report']['path']}")
-    if failure:
-        raise failure
-    return record
+        run.finish(conn, status, interrupted=stop.as_dict() if stop.signal else None)
+    echo(f"  report → {run.data['report']['path']}")
+    return failure
