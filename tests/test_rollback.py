@@ -6,9 +6,12 @@ import json
 import os
 import re
 import subprocess
+import threading
+import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 
 from kbmigrate import db
@@ -185,3 +188,37 @@ def test_a_rollback_that_fails_leaves_the_database_as_it_was(migrated: Any) -> N
     assert again.returncode == 0, again.stderr  # no --accept-loss: the migration's own rows are not the app's
     assert schema_dump(target) == before["schema"]
     assert checksums(target) == before["data"]
+
+
+def test_a_rollback_under_the_applications_writes_succeeds_and_counts_them(migrated: Any) -> None:
+    """The application keeps writing while the rollback runs: the writes up to the restore's locks
+    are counted (and, accepted, lost); those after its COMMIT stay, and do not fail the proof."""
+    target, run_id, before = migrated
+    stop, written = threading.Event(), [0]
+
+    def app() -> None:
+        with db.connect(target, autocommit=True, application_name="a writing app") as conn:
+            conn.execute("set role service_role")
+            while not stop.is_set():
+                try:
+                    conn.execute("insert into knowledge_base (title, content) values ('live write', 'x')")
+                    written[0] += 1
+                except psycopg.errors.LockNotAvailable:
+                    pass
+                time.sleep(0.02)
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    try:
+        done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--accept-loss",
+                       "--rollback-id", f"{run_id}-rb", "--no-progress")
+    finally:
+        stop.set()
+        writer.join()
+    assert done.returncode == 0, done.stderr
+    with db.connect(target) as conn:
+        kept = db.scalar(conn, "select count(*) from knowledge_base where title = 'live write'")
+        ledger_row = db.rows(conn, "select detail from kbmigrate.ledger where change = %s", (f"rollback of {run_id}",))[0]
+    lost = ledger_row["detail"]["lost_rows_accepted"]
+    assert written[0] > 0 and lost + kept == written[0], (written, lost, kept)  # every write: lost, counted, or kept
+    assert schema_dump(target) == before["schema"]

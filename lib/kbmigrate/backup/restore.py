@@ -267,6 +267,8 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
                 detail = {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
                           "toc_entries": listing.count("\n"), "rows_loaded": rows_loaded,
                           "lost_rows_accepted": lost_rows, "writes_counted_under_lock": counted,
+                          # compared inside the transaction, before COMMIT: no write of the application can be in them
+                          "equal_to_the_backup_before_commit": [t for t in names if restored.get(t) == info["checksums"].get(t)],
                           "backup_taken_by": owner}
                 if ledger.exists(conn):
                     ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {rollback_of}",

@@ -140,9 +140,12 @@ def begun(conn: psycopg.Connection[Any], run_id: str) -> tuple[bool | None, str]
     started = f"begun by run {first['run_id']} ({first['change']} at {first['applied_at']})"
     if relies_on:
         return True, f"{started}; this run relies on run {relies_on}'s backup from before"
+    held = gates.read(first["run_id"])
+    before = held.get("backup_of") or (first["run_id"] if held.get("backup") else "RUN")
     return False, (f"{started}: a backup taken now would not hold the database as it was, so no change of this "
-                   f"run could be rolled back. Continue that run (kbmigrate run --resume RUN), or rely on the "
-                   "backup from before the first change (--backup-of RUN)")
+                   f"run could be rolled back. Rely on the backup from before the first change (--backup-of "
+                   f"{before}), or continue run {first['run_id']} (kbmigrate run --resume {first['run_id']}, "
+                   "with --only STEP when it succeeded)")
 
 
 def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, long_tx_seconds: float = 60.0,
