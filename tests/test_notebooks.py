@@ -1,5 +1,5 @@
 """The runbook notebooks: MyST text files, one per step, no outputs in the sources, a parameters
-cell that is exactly RunParams (names and defaults), no secrets, and runnable by hand."""
+cell that is a part of RunParams (names and defaults), no secrets, and runnable by hand."""
 
 from __future__ import annotations
 
@@ -34,18 +34,38 @@ def test_one_text_notebook_per_step_and_no_outputs_tracked() -> None:
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {step[:2]} · ")
 
 
+# The steps that change the database read every parameter: each change's transaction carries the
+# run's settings (sections, strategy, membership table, batch size ...) for its SQL to read.
+CHANGING = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
+
+
 @pytest.mark.parametrize("step", ALL)
-def test_the_parameters_cell_is_runparams(step: str) -> None:
-    """One source of truth: every notebook's parameters are RunParams' names with RunParams'
-    defaults (plus run_id and the step's own), each with a help comment; none is a secret."""
+def test_the_parameters_cell_is_a_part_of_runparams(step: str) -> None:
+    """One source of truth: each notebook declares only the parameters it uses, each one of
+    RunParams with RunParams' default (or run_id, or the step's own), with a help comment; none is
+    a secret. A changing step declares them all."""
     found = {p["name"]: p for p in notebooks.parameters(step)}
     defaults = {f.name: f.default for f in dataclasses.fields(RunParams) if f.name != "extra"}
-    assert set(found) == {"run_id", *defaults, *EXTRAS.get(step, set())}
-    for name, value in defaults.items():
-        assert ast.literal_eval(found[name]["default"]) == value, f"{step}: {name} defaults differ from RunParams"
+    own = EXTRAS.get(step, set())
+    assert "run_id" in found and set(found) <= {"run_id", *defaults, *own}, set(found) - {"run_id", *defaults, *own}
+    assert own <= set(found)
+    if step in CHANGING:
+        assert set(defaults) <= set(found), f"{step} lacks {set(defaults) - set(found)}"
+    for name in set(found) & set(defaults):
+        assert ast.literal_eval(found[name]["default"]) == defaults[name], f"{step}: {name} defaults differ from RunParams"
+    assert {"lock_timeout", "read_timeout"} <= set(found), "every step's session has the run's bounds"
     assert all(p["help"].strip() for p in found.values()), "every parameter has a help comment"
     cell = notebooks.parameters_cell(notebooks.read(step)).source.lower()
     assert not any(word in cell.split("#")[0] for word in ("password", "secret", "dsn ="))
+
+
+def test_a_step_is_handed_only_its_own_parameters() -> None:
+    values = {"run_id": "r", **RunParams(lock_timeout="2s").as_dict(), "rollback_of": "x", "accept_loss": True}
+    assert notebooks.own("01_backup", values) == {"run_id": "r", "membership_table": "public.workspace_members",
+                                                  "lock_timeout": "2s", "statement_timeout": "5min",
+                                                  "read_timeout": "1min", "backup_timeout": "1h"}
+    assert notebooks.own("07_rollback", values)["rollback_of"] == "x"
+    assert "rollback_of" not in notebooks.own("02_schema", values)
 
 
 def test_the_cli_documents_the_parameters() -> None:

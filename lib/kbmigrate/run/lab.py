@@ -46,7 +46,8 @@ def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Pat
             Run.open(target, conn, run_id, params, steps=list(plan.STEPS), status="manual")
         for step in plan.STEPS:  # 07_rollback is on demand: kbmigrate rollback
             papermill.execute_notebook(notebooks.read(step), str(folder / f"{step}.ipynb"), prepare_only=True,
-                                       parameters={"run_id": run_id, **params.as_dict()}, progress_bar=False)
+                                       parameters=notebooks.own(step, {"run_id": run_id, **params.as_dict()}),
+                                       progress_bar=False)
     return folder
 
 

@@ -46,3 +46,14 @@ def parameters(step: str) -> list[dict[str, Any]]:
     parameters_cell(nb)
     return [{"name": p.name, "type": p.inferred_type_name, "default": p.default, "help": p.help}
             for p in _infer_parameters(nb)]
+
+
+def declared(step: str) -> set[str]:
+    """The names of the step's parameters: what ``kbmigrate run`` hands it (and nothing else)."""
+    return {p["name"] for p in parameters(step)}
+
+
+def own(step: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Of a run's parameter values, those the step declares."""
+    names = declared(step)
+    return {k: v for k, v in values.items() if k in names}

@@ -324,7 +324,7 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
             status, error = "succeeded", None
             try:
                 papermill.execute_notebook(
-                    notebooks.read(step), str(out), parameters={"run_id": run_id, **parameters, **extra},
+                    notebooks.read(step), str(out), parameters=notebooks.own(step, {"run_id": run_id, **parameters, **extra}),
                     kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
                     request_save_on_cell_execute=True, kernel_manager_class=kernels,
                     # the notebook is done and saved, its transactions are over: end the kernel at
