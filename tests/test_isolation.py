@@ -83,8 +83,10 @@ def test_isolation_matrix_on_the_small_demo(migrated: Target) -> None:
 def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
     target = new_demo(server, "kbt_leaky")
     try:
-        first = f"t-{uuid.uuid4().hex[:8]}"
-        runner.run(target, PARAMS, only=["00", "01", "02", "03", "04", "05"], run_id=first, **QUIET)
+        gated(target, "leaky")  # migrated by the engine; the headless run of 06 below is what is tested
+        with db.connect(target, autocommit=True) as conn:
+            for step in ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy"):
+                apply_step(conn, step, PARAMS, "leaky", progress=False)
         with db.connect(target, autocommit=True) as conn:
             victim = db.scalar(conn, "select id from workspaces where is_active order by id desc limit 1")
             # same name, still mentions is_shared and the helper: only the isolation matrix can tell
@@ -98,7 +100,7 @@ def test_a_leaky_policy_fails_the_smoke_tests(server: Target) -> None:
             probe = smoke.probe(conn, PARAMS, smoke.Subject("member elsewhere", outsider))
         assert probe["leaked"] and set(probe["leaked"]) <= leaked and not probe["pass"]
         with pytest.raises(runner.RunFailed) as exc:
-            runner.run(target, PARAMS, only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", backup_of=first, **QUIET)
+            runner.run(target, PARAMS, only=["06"], run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
         message = exc.value.message
         assert "06_smoke_tests" in message and "RLS LEAK" in message
         assert any(str(i) in message for i in leaked)  # the offending rows are listed

@@ -16,6 +16,7 @@ import pytest
 
 from kbmigrate import db
 from kbmigrate.run import runner
+from kbmigrate.run.record import Run
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.components.embedded import bin_dir
 from kbmigrate.engine.params import RunParams
@@ -23,7 +24,9 @@ from kbmigrate.checks.rls import acting_as
 from kbmigrate.engine.steps import apply_step
 
 from conftest import drop, gated, new_demo, run_cli
-from test_runbook import QUIET, checksums
+
+CHANGING = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
+from test_runbook import checksums
 
 
 def schema_dump(target: Target) -> list[str]:
@@ -42,7 +45,13 @@ def migrated(server: Target) -> Any:
     target = new_demo(server, "kbt_rb")
     before = {"schema": schema_dump(target), "data": checksums(target)}
     run_id = f"t-{uuid.uuid4().hex[:8]}"
-    runner.run(target, RunParams(), run_id=run_id, **QUIET)
+    # migrated by the engine, as the notebooks' cells drive it, in a run of its own: its record, its
+    # gates (preflight, backup, drill) and its changes; the whole headless run is tested elsewhere
+    gated(target, run_id)
+    with db.connect(target, autocommit=True) as conn:
+        Run.open(target, conn, run_id, RunParams(), steps=list(CHANGING))
+        for step in CHANGING:
+            apply_step(conn, step, RunParams(), run_id, progress=False)
     assert schema_dump(target) != before["schema"]  # the migration did change it
     yield target, run_id, before
     drop(server, target)
