@@ -26,7 +26,7 @@ from kbmigrate import db
 from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import demo
 from kbmigrate.dev.gating import gated
-from kbmigrate.engine import backfill
+from kbmigrate.engine import backfill, plan
 from kbmigrate.run import runner
 from kbmigrate.engine.apply import composed
 from kbmigrate.conninfo import Target, libpq_env
@@ -40,7 +40,7 @@ from kbmigrate.engine.steps import apply_step
 BENCH_DIR = Path(os.environ.get("KBMIGRATE_BENCH_DIR") or REPO_ROOT / "bench")
 
 
-CHANGING_STEPS = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")  # the steps that change app tables
+CHANGING_STEPS = plan.CHANGING  # the steps that change app tables
 
 
 DEV_SECONDS = 3600  # any one client program of the bench

@@ -28,6 +28,7 @@ import psycopg
 
 from kbmigrate import db
 from kbmigrate.digest import sha256_file
+from kbmigrate.engine import plan
 from kbmigrate.errors import GateClosed
 from kbmigrate.paths import RUNS_DIR, from_evidence
 
@@ -95,7 +96,7 @@ def record_verdict(conn: psycopg.Connection[Any], run_id: str, rows: list[dict[s
 
 FIRST_CHANGE = """
 select l.run_id, l.change, l.applied_at::text as applied_at from kbmigrate.ledger l
-where l.outcome in ('applied', 'started') and l.step between '02' and '06'
+where l.outcome in ('applied', 'started') and l.step = any(%(changing)s)
   and l.id > coalesce((select max(r.id) from kbmigrate.ledger r where r.step = '07_rollback' and r.outcome = 'applied'), 0)
 order by l.id limit 1"""
 
@@ -104,7 +105,7 @@ def first_change(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
     """The migration's first change in effect on this database (since its last rollback), or None."""
     if not db.scalar(conn, "select to_regclass('kbmigrate.ledger') is not null"):
         return None
-    found = db.rows(conn, FIRST_CHANGE)
+    found = db.rows(conn, FIRST_CHANGE, {"changing": list(plan.CHANGING)})
     return found[0] if found else None
 
 

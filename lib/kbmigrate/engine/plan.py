@@ -14,6 +14,7 @@ from kbmigrate.paths import SQL_DIR, read_sql
 STEPS: tuple[str, ...] = (
     "00_preflight", "01_backup", "02_schema", "03_backfill", "04_seed_sections", "05_import_legacy", "06_smoke_tests",
 )
+CHANGING: tuple[str, ...] = STEPS[2:6]  # the steps that change the database: 02-05
 FLAGS = {"notx", "template", "batched", "optional", "per_legacy_source"}
 
 

@@ -84,9 +84,6 @@ def new_run_id() -> str:
 
 
 
-CHANGING = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
-
-
 def resolve_step(name: str) -> str:
     """A step named by its number (02), its name (backfill) or a prefix of it (smoke)."""
     matches = ([s for s in plan.STEPS if s == name or s.split("_", 1)[0] == name.zfill(2) or s.split("_", 1)[1] == name]
@@ -104,7 +101,7 @@ def select_steps(only: list[str] | None, backup_of: str | None = None) -> list[s
     steps = [s for s in plan.STEPS if s in {resolve_step(n) for n in only}] if only else list(plan.STEPS)
     if backup_of:
         steps = [s for s in steps if s != "01_backup"]
-    changing = [s for s in steps if s in CHANGING]
+    changing = [s for s in steps if s in plan.CHANGING]
     if changing:
         missing = [why for why, ok in (("its GO (add 00)", "00_preflight" in steps),
                                        ("a proven backup (add 01, or --backup-of RUN)", "01_backup" in steps or backup_of))
