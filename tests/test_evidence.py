@@ -59,6 +59,20 @@ def test_the_record_names_people_code_and_the_chain(two_runs: Any) -> None:
     assert listed.returncode == 0 and listed.stdout.index(second) < listed.stdout.index(first)
 
 
+def test_the_chain_and_the_runs_are_counted_as_they_are(two_runs: Any) -> None:
+    """A third run (the smoke tests alone) after the two: verify walks a chain of 3, and the list of
+    runs says which steps each ran, a rerun's missing 01 included."""
+    target, first, second = two_runs
+    third = f"t-ev3-{uuid.uuid4().hex[:6]}"
+    assert run_cli("run", "--dsn", target.conninfo, "--run-id", third, "--only", "06", "--no-progress").returncode == 0
+    done = _verify(target, third)
+    assert done.returncode == 0 and "chain of 3 run(s)" in done.stdout, done.stdout + done.stderr
+    listed = {line.split()[0]: line for line in run_cli("runs", "--dsn", target.conninfo).stdout.splitlines()
+              if line.strip().startswith("t-ev")}
+    assert listed[third].endswith("step 06") and "steps 00, 02, 03, 04, 05, 06;" in listed[second], listed
+    assert "steps 00, 01, 02, 03, 04, 05, 06;" in listed[first], listed
+
+
 def _broken(target: Target, run_id: str, expect: str) -> None:
     done = _verify(target, run_id)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stdout + done.stderr

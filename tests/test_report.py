@@ -48,6 +48,17 @@ def test_the_report_is_whole_and_self_contained(run_with_report: Any) -> None:
     assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
 
 
+def test_the_reports_css_breaks_no_word_that_fits_on_its_line() -> None:
+    """overflow-wrap: anywhere (and word-break: break-word, which acts as it) lets a table shrink its
+    columns below their words: the report showed 'authenticate/d', 'Tru/e'. Only a word wider
+    than its whole line may break."""
+    from kbmigrate.run import report
+
+    rules = report.CSS.replace(" ", "")
+    assert "overflow-wrap:anywhere" not in rules and "word-break:break-word" not in rules and "word-break:break-all" not in rules
+    assert "overflow-wrap:break-word" in rules
+
+
 def test_the_report_rebuilds_byte_for_byte(run_with_report: Any) -> None:
     _, run_id, report = run_with_report
     before = report.read_bytes()

@@ -80,6 +80,7 @@ BAD_SECTIONS = "name;description\nICP;only two columns, wrong separator\n"
     ("missing database", ["--dsn", "{missing_db}"], "does not exist"),
     ("missing membership table", ["-p", "membership_table=public.no_such_members"], "membership table public.no_such_members"),
     ("unknown parameter", ["-p", "colour=blue"], "colour"),
+    ("a parameter misspelt", ["-p", "batchsize=2000"], "no parameter 'batchsize'; did you mean batch_size?"),
     ("invalid batch size", ["-p", "batch_size=-5"], "batch_size"),
     ("batch size not a number", ["-p", "batch_size=lots"], "not a whole number"),
     ("unknown backfill strategy", ["-p", "backfill_strategy=newest_first"], "backfill_strategy"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -123,9 +124,13 @@ def _param_values(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in fields or name == "extra":
-            known = ", ".join(k for k in fields if k != "extra")
-            raise BadParameter(name="-p", reason=f"{pair!r} is not NAME=VALUE with NAME one of {known}")
+        names = [k for k in fields if k != "extra"]
+        if not sep or not name:
+            raise BadParameter(name="-p", reason=f"{pair!r} is not NAME=VALUE")
+        if name not in names:
+            like = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            hint = f"did you mean {like[0]}?" if like else f"the parameters are {', '.join(names)}"
+            raise BadParameter(name="-p", reason=f"there is no parameter {name!r}; {hint} (kbmigrate params lists them)")
         kind = str(fields[name].type)
         if "int" in kind and "bool" not in kind:
             try:
@@ -235,9 +240,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     bad = next((c for c in checks if not c.ok), None)
     if bad:
         raise EvidenceBroken(run=args.run, what=bad.what, detail=bad.detail)
-    runs = len({c.what.split()[-1] for c in checks if c.what.startswith("manifest of")})
     print(f"run {args.run} verifies: {len(checks)} checks on its files and seal, and the chain of "
-          f"{max(runs, 1)} run(s) back to the first on {target.label}")
+          f"{verify.chain_length(checks)} run(s) back to the first on {target.label}")
     return 0
 
 

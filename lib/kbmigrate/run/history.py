@@ -30,11 +30,16 @@ def _folders(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
 def _what(record: dict[str, Any] | None, rows: dict[str, Any] | None) -> str:
     parts = []
     if record:
-        steps = [s["notebook"].rsplit("/", 1)[-1].split("_", 1)[0] for s in record.get("steps", [])]
+        ran = sorted({s["notebook"].rsplit("/", 1)[-1].split("_", 1)[0] for s in record.get("steps", [])
+                      if s.get("status") not in ("not run", "running")})
         if record.get("parameters", {}).get("rollback_of"):
             parts.append(f"rollback of {record['parameters']['rollback_of']}")
-        elif steps:
-            parts.append(f"steps {steps[0]}-{steps[-1]}" if len(steps) > 1 else f"step {steps[0]}")
+        elif record.get("parameters", {}).get("revert"):
+            parts.append(f"revert of {record['parameters']['revert']}")
+        elif ran:
+            parts.append(f"{'step' if len(ran) == 1 else 'steps'} {', '.join(ran)}")
+        else:
+            parts.append("no step run")
     if rows:
         counts = [f"{rows[k]} {k}" for k in ("applied", "noop", "reverted", "failed") if rows[k]]
         parts.append("ledger: " + ", ".join(counts))

@@ -28,9 +28,9 @@ CSS = """
   body { max-width: none !important; }
   .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-OutputArea-child { overflow: visible !important; max-width: 100% !important; }
   .jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; }
-  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; word-break: break-word;
-                                                          overflow-wrap: anywhere; max-width: none !important; }
-  pre { white-space: pre-wrap !important; word-break: break-word; }
+  .jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal !important; overflow-wrap: break-word;
+                                                          max-width: none !important; }
+  pre { white-space: pre-wrap !important; overflow-wrap: break-word; }
   #summary table { border-collapse: collapse; margin: 0.5em 0 1em; }
   #summary td, #summary th { border: 1px solid #bbb; padding: 2px 8px; text-align: left; vertical-align: top; }
   .verdict-ok { color: #176f2c; font-weight: bold; } .verdict-bad { color: #b00020; font-weight: bold; }

@@ -26,6 +26,12 @@ class Check:
     what: str
     ok: bool
     detail: str = ""
+    run: str = ""  # the run of the chain whose evidence this checks
+
+
+def chain_length(checks: list[Check]) -> int:
+    """How many runs of the chain the checks walked."""
+    return len({c.run for c in checks if c.run})
 
 
 def _files(run_id: str, record: dict[str, Any]) -> list[Check]:
@@ -78,7 +84,8 @@ def verify(conn: psycopg.Connection[Any], run_id: str) -> list[Check]:
         except ValueError as exc:
             checks.append(Check(f"manifest of {current}", False, f"not JSON: {exc}"))
             break
-        checks += _files(current, record)
+        checks += [Check(c.what, c.ok, c.detail, current) for c in _files(current, record)] or \
+            [Check(f"run {current}", True, "no files to hash", current)]
         digest, sealed = manifest.sha256_file(path), _seal_of(conn, current)
         if sealed is not None:
             checks.append(Check(f"manifest of {current} against its seal", sealed == digest,
