@@ -93,9 +93,18 @@ def log_session(**entry: Any) -> None:
 def terminate(conn: psycopg.Connection[Any], application_name: str) -> list[int]:
     """End every other session named ``application_name`` (a client program that was stopped
     leaves its backend waiting until it notices); returns their pids."""
+    return terminate_where(conn, "application_name = %s", (application_name[:63],))
+
+
+def terminate_where(conn: psycopg.Connection[Any], condition: str, params: tuple[Any, ...]) -> list[int]:
+    """End the other sessions of pg_stat_activity that meet ``condition`` (SQL of this module's
+    callers, values bound); returns their pids. The sessions are chosen first, in a materialized
+    CTE, and only those are ended: in one WHERE the planner may call pg_terminate_backend on
+    every row before the condition (it did: every session the role could end, the application's
+    included)."""
     return [r[0] for r in conn.execute(
-        "select pid from pg_stat_activity where application_name = %s and pid <> pg_backend_pid() "
-        "and pg_terminate_backend(pid)", (application_name[:63],)).fetchall()]
+        "with chosen as materialized (select pid from pg_stat_activity where pid <> pg_backend_pid() and "
+        + condition + ") select pid from chosen where pg_terminate_backend(pid)", params).fetchall()]
 
 
 def classify_connect_error(target: Target, exc: psycopg.OperationalError) -> Exception:

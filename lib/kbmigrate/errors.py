@@ -142,3 +142,7 @@ class GateClosed(KbError):
     """Run {run} may not change the database ({gate} gate): {reason}."""
 
     exit_code = 3
+
+
+class ConnectionLost(KbError):
+    """Step {step} lost its database connection ({what}): the server restarted, or the network was cut. Whatever it was changing was rolled back; once the server answers, continue with 'kbmigrate run --resume {run}'."""

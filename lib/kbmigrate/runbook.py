@@ -20,7 +20,7 @@ from psycopg import sql
 
 from kbmigrate import conninfo, db
 from kbmigrate.engine import blockers, ledger, lock
-from kbmigrate.errors import CheckFailed, KbError
+from kbmigrate.errors import CheckFailed, ConnectionLost, KbError
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.steps import apply_step
@@ -92,6 +92,8 @@ class Step:
         seen = ip.run_line_magic("sql", "select pg_backend_pid() as pid, current_user as usr, "
                                         "current_setting('lock_timeout') as lt, current_setting('statement_timeout') as st, "
                                         "current_setting('idle_in_transaction_session_timeout') as it")
+        if seen is None:  # ipython-sql printed its error and returned nothing: the connection did not come up
+            raise ConnectionLost(step=self.step, what="%sql could not connect", run=self.run_id)
         row = seen.iloc[0]
         db.log_session(program="ipython-sql", pid=int(row["pid"]), user=row["usr"],
                        application_name=f"kbmigrate %sql {self.step} {self.run_id}"[:63], lock_timeout=row["lt"],

@@ -138,7 +138,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
             done = as_change(deploy_and_verify)
     except psycopg.Error as exc:
         record_failure(conn, run_id, change, sha, exc, params)
-        raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
+        raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
     return Outcome(change.name, "applied", done.rows, time.monotonic() - started)
 
 

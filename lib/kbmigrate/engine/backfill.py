@@ -22,7 +22,7 @@ from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine.throttle import Throttle
 from kbmigrate.engine import gates, transaction
-from kbmigrate.engine.transaction import Done, error_text
+from kbmigrate.engine.transaction import Done
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -67,7 +67,7 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
                                                            "kbmigrate.batch_size": str(size)}).value
             except psycopg.Error as exc:
                 record_failure(conn, run_id, change, sha, exc, params)
-                raise StepFailed(step=change.step, change=change.name, reason=error_text(exc)) from None
+                raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
             row["seconds"] = time.monotonic() - t0
             totals["batches"] += 1
             for key in ("scanned", "shared", "assigned", "quarantined", "updated"):

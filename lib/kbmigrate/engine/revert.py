@@ -13,7 +13,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
 from kbmigrate.engine.plan import Change, load, sha256_text
 from kbmigrate.engine import transaction
-from kbmigrate.engine.transaction import Done, error_text
+from kbmigrate.engine.transaction import Done
 
 
 def revertible(params: RunParams) -> dict[str, Change]:
@@ -51,6 +51,6 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
             transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
                                        sha=sha256_text(text), settings=change.settings(), work=undo)
         except psycopg.Error as exc:
-            raise StepFailed(step="revert", change=change.name, reason=error_text(exc)) from None
+            raise transaction.stopped(conn, exc, step="revert", change=change.name, run_id=run_id) from None
         out.append({"change": change.name, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})
     return out

@@ -25,7 +25,7 @@ from psycopg.pq import TransactionStatus
 
 from kbmigrate.engine import blockers, failpoint, ledger
 from kbmigrate.engine.params import RunParams
-from kbmigrate.errors import Blocked
+from kbmigrate.errors import Blocked, ConnectionLost, KbError, StepFailed
 from kbmigrate.paths import read_sql
 
 T = TypeVar("T")
@@ -44,6 +44,14 @@ class Done:
 def error_text(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     return (diag.message_primary if diag else None) or str(exc).strip().splitlines()[0]
+
+
+def stopped(conn: psycopg.Connection[Any], exc: psycopg.Error, *, step: str, change: str, run_id: str) -> KbError:
+    """The one-line error for a change that failed: its SQL's error, or, when the connection itself
+    is gone (a server restart, a cut network), that, with the command to go on."""
+    if conn.broken or conn.closed:
+        return ConnectionLost(step=step, what=f"at change {change}: {error_text(exc)}", run=run_id or "RUN_ID")
+    return StepFailed(step=step, change=change, reason=error_text(exc))
 
 
 def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None = None) -> None:

@@ -57,10 +57,9 @@ def end_sessions(target: Target, run_id: str) -> list[int]:
     """End the run's sessions on the server; returns their pids."""
     with db.connect(target, autocommit=True, connect_timeout=3,
                     application_name="kbmigrate stop") as conn:  # not the run's name: it must not end itself
-        return [r[0] for r in conn.execute(
-            "select pid from pg_stat_activity where application_name like %s and pid <> pg_backend_pid() "
-            "and application_name not like 'kbmigrate lock %%' "  # the run lock stays until the run has ended
-            "and pg_terminate_backend(pid)", (blockers.pattern(run_id),)).fetchall()]
+        # the run lock stays until the run has ended
+        return db.terminate_where(conn, "application_name like %s and application_name not like 'kbmigrate lock %%'",
+                                  (blockers.pattern(run_id),))
 
 
 def _interrupt_kernels() -> int:

@@ -172,9 +172,18 @@ def scan_for_secrets(path: Path, secrets: frozenset[str]) -> None:
         raise SecretInArtifact(path=shown(path))
 
 
-def _failure_reason(exc: PapermillExecutionError) -> str:
+# What psycopg raises when the server went away under a statement (a restart, a cut network)
+CONNECTION_LOST = {"OperationalError", "AdminShutdown", "CrashShutdown", "CannotConnectNow", "ConnectionFailure",
+                   "ConnectionException", "ConnectionDoesNotExist"}
+
+
+def _failure_reason(exc: PapermillExecutionError, run_id: str = "RUN_ID") -> str:
     value = (exc.evalue or exc.ename or "error").strip()
     value = value.removeprefix("Check failed: ")
+    if exc.ename in CONNECTION_LOST:
+        first = value.splitlines()[0] if value else exc.ename
+        return (f"the database connection was lost ({first}); what the step was changing was rolled back. "
+                f"Once the server answers, continue with 'kbmigrate run --resume {run_id}'")
     return value if exc.ename in errors.names() else f"{exc.ename}: {value}"
 
 
@@ -329,7 +338,7 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
                     shutdown_kernel="immediate",
                 )
             except PapermillExecutionError as exc:
-                status, error = "failed", target.redact(_failure_reason(exc)).rstrip(".")
+                status, error = "failed", target.redact(_failure_reason(exc, run_id)).rstrip(".")
                 failure = RunFailed(step=step, reason=error, evidence=shown(out))
             except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
                 status, error = "failed", target.redact(f"the notebook kernel failed: {exc}")
