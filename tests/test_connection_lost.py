@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from kbmigrate import db
@@ -15,7 +14,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.paths import REPO_ROOT
 
 from conftest import drop, new_demo, run_cli
-from test_never_hang import FAST, KB_TABLES, holding, manifest
+from test_never_hang import FAST, KB_TABLES, holding, manifest, waiting_for_a_lock
 
 EXE = Path(sys.executable).parent / "kbmigrate"
 
@@ -30,12 +29,8 @@ def test_a_step_whose_connection_is_lost_says_so_and_resumes(server: Target) -> 
             proc = subprocess.Popen([str(EXE), "run", "--dsn", target.conninfo, "--resume", run_id, "--only", "02",
                                      "-p", "lock_timeout=30s", "-p", "lock_retries=0", "--no-progress"],
                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            deadline = time.monotonic() + 120
+            waiting_for_a_lock(target, proc, f"kbmigrate 02_schema {run_id}", seconds=120)
             with db.connect(target, autocommit=True, application_name="test observer") as conn:
-                while not db.scalar(conn, "select count(*) from pg_stat_activity where application_name = %s "
-                                          "and wait_event_type = 'Lock'", (f"kbmigrate 02_schema {run_id}",)):
-                    assert proc.poll() is None and time.monotonic() < deadline, "02 never waited for its lock"
-                    time.sleep(0.1)
                 ended = db.terminate(conn, f"kbmigrate 02_schema {run_id}")
             assert len(ended) == 1
             out, err = proc.communicate(timeout=120)

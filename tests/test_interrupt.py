@@ -25,7 +25,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.paths import REPO_ROOT, RUNS_DIR
 
 from conftest import drop, new_demo, run_cli
-from test_never_hang import KB_TABLES, holding, leftovers, manifest
+from test_never_hang import KB_TABLES, holding, leftovers, manifest, waiting_for_a_lock
 
 EXE = Path(sys.executable).parent / "kbmigrate"
 
@@ -40,12 +40,7 @@ def _interrupt_blocked_run(target: Target, sig: signal.Signals) -> tuple[int, fl
         proc = subprocess.Popen([str(EXE), "run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
                                  "--only", "00", "-p", "lock_timeout=10min", "-p", "read_timeout=10min"],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        with db.connect(target, autocommit=True, application_name="test observer") as conn:
-            while not db.scalar(conn, "select exists(select 1 from pg_stat_activity where application_name like %s "
-                                      "and wait_event_type = 'Lock')", (f"kbmigrate%{run_id}%",)):
-                assert proc.poll() is None and time.monotonic() < deadline, "the run never got to wait for the lock"
-                time.sleep(0.1)
+        waiting_for_a_lock(target, proc, f"kbmigrate%{run_id}%")
         its_kernels = kernels_of(proc.pid)  # this run's: other tests' runs may have kernels of their own
         assert its_kernels, "the blocked run has no kernel"
         t0 = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +47,17 @@ def holding(target: Target, tables: list[str]) -> Iterator[int]:
     finally:
         conn.rollback()
         conn.close()
+
+
+def waiting_for_a_lock(target: Target, proc: "subprocess.Popen[str]", application_name: str,
+                       seconds: float = 60) -> None:
+    """Until a session named like ``application_name`` of the running ``proc`` waits for a lock."""
+    deadline = time.monotonic() + seconds
+    with db.connect(target, autocommit=True, application_name="test observer") as conn:
+        while not db.scalar(conn, "select exists(select 1 from pg_stat_activity where application_name like %s "
+                                  "and wait_event_type = 'Lock')", (application_name,)):
+            assert proc.poll() is None and time.monotonic() < deadline, f"{application_name} never waited for a lock"
+            time.sleep(0.1)
 
 
 def manifest(run_id: str) -> dict[str, Any]:
