@@ -212,12 +212,13 @@ def test_the_rollback_counts_writes_under_its_own_locks(server: Target) -> None:
             assert db.scalar(conn, "select to_regnamespace('kb_private') is not null")
         done = restore.restore(target, "rb-of", record, PARAMS, "rb-2", accept_loss=True)
         assert done["lost_rows_accepted"] == 1
-        assert untouched_but_ledger(target)
+        assert restored_to_the_backup(target)
     finally:
         drop(server, target)
 
 
-def untouched_but_ledger(target: Target) -> bool:
+def restored_to_the_backup(target: Target) -> bool:
+    """The migration's column is gone and so is the write the rollback accepted to lose."""
     with db.connect(target) as conn:
         return bool(db.scalar(conn, """select not exists (select 1 from pg_attribute where attrelid =
             'public.knowledge_base'::regclass and attname = 'is_shared' and not attisdropped)
@@ -234,7 +235,8 @@ def test_the_rollback_refuses_a_backup_whose_drill_did_not_pass(server: Target) 
         with pytest.raises(RollbackRefused) as exc:
             restore.load("undrilled")
         assert "restore drill never ran" in exc.value.message
-        with pytest.raises(RollbackRefused):
+        with pytest.raises(RollbackRefused) as exc:
             restore.restore(target, "undrilled", {"parameters": {}}, PARAMS, "rb-undrilled")
+        assert "restore drill never ran" in exc.value.message
     finally:
         drop(server, target)

@@ -28,7 +28,7 @@ import psycopg
 
 from kbmigrate import db
 from kbmigrate.digest import sha256_file
-from kbmigrate.engine import plan
+from kbmigrate.engine import ledger, plan
 from kbmigrate.errors import GateClosed
 from kbmigrate.paths import RUNS_DIR, from_evidence
 
@@ -103,7 +103,7 @@ order by l.id limit 1"""
 
 def first_change(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
     """The migration's first change in effect on this database (since its last rollback), or None."""
-    if not db.scalar(conn, "select to_regclass('kbmigrate.ledger') is not null"):
+    if not ledger.exists(conn):
         return None
     found = db.rows(conn, FIRST_CHANGE, {"changing": list(plan.CHANGING)})
     return found[0] if found else None

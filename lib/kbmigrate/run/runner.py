@@ -27,7 +27,7 @@ from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
 from kbmigrate.run import interrupt, manifest, notebooks
-from kbmigrate.run.record import Run
+from kbmigrate.run.record import Run, StepEntry
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
@@ -192,7 +192,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
         notebooks: list[str] | None = None, extra: dict[str, Any] | None = None,
         resume: bool = False, new_backup: bool = False) -> dict[str, Any]:
     """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters).
-    With ``resume``, continue run ``run_id`` in its own folder (see ``reopen``)."""
+    With ``resume``, continue run ``run_id`` in its own folder (see ``Run.reopen``)."""
     params.validate()
     run_id = run_id or new_run_id()
     if not run_id.replace("-", "").replace("_", "").isalnum():
@@ -271,7 +271,7 @@ def closing_limits(params: RunParams) -> db.Limits:
 
 def step_of(entry: dict[str, Any]) -> str:
     """The step a manifest entry ran (older manifests name only the notebook)."""
-    return entry.get("step") or Path(entry["notebook"]).stem
+    return StepEntry.from_dict(entry).step
 
 
 @contextmanager
