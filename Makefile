@@ -11,6 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SIZE   ?= small
 SEED   ?= 42
+LAB_ARGS ?=  # e.g. --allow-root (a container whose only user is root), --no-browser
 
 .PHONY: help venv demo test lab edit server-stop clean
 
@@ -40,7 +41,7 @@ test: venv
 # A hand-stepped run: a run folder with the notebooks ready, JupyterLab opened there; the run is
 # finished (report, seal) when JupyterLab closes.
 lab: venv
-	$(BIN)/kbmigrate lab --embedded
+	$(BIN)/kbmigrate lab --embedded $(LAB_ARGS)
 
 # The sources are MyST text files; tools/jupyterlab/overrides.json makes JupyterLab open them as
 # notebooks (jupytext) on a double click. Saving writes the text, never outputs.

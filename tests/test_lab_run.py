@@ -30,7 +30,28 @@ def _sources_status() -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
+def _run_cells(path: Any, folder: Any, *, first: int | None = None, save: bool = False) -> Any:
+    """Run a notebook's code cells (the first ``first`` of them) in a kernel, as a DBA would;
+    JupyterLab writes the file only when saved."""
+    nb = nbformat.read(path, as_version=4)
+    todo = nbformat.from_dict(nb)
+    if first is not None:
+        code = [i for i, c in enumerate(todo.cells) if c.cell_type == "code"]
+        todo.cells = todo.cells[:code[first - 1] + 1]
+    NotebookClient(todo, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    if save:
+        nbformat.write(todo, path)
+    return todo
+
+
+def _code_cells(path: Any) -> int:
+    return sum(1 for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip())
+
+
 def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record comes from what the kernels ran (cells.jsonl), not from which file was saved: a
+    trailing empty cell does not count, an unsaved notebook is counted and said, a step stopped
+    half-way is partly run, and a step the ledger shows changing the database is never "not run"."""
     target = new_demo(server, "kbt_lab")
     before = {"schema": schema_dump(target), "data": checksums(target)}
     sources = _sources_status()
@@ -42,23 +63,38 @@ def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyP
         record = json.loads((folder / "manifest.json").read_text())
         assert record["status"] == "manual" and record["steps"] == []
         assert sorted(p.name for p in folder.glob("*.ipynb")) == [f"{s}.ipynb" for s in plan.STEPS]
+        assert f"on database {target.label}" in done.stdout
 
-        # the DBA steps through the notebooks in the run folder, which JupyterLab saves in place
         p = target.params
         for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
             monkeypatch.setenv(var, p[key])
-        for step in plan.STEPS:
-            path = folder / f"{step}.ipynb"
-            nb = nbformat.read(path, as_version=4)
-            assert any(f'run_id = "{run_id}"' in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
-            NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
-            nbformat.write(nb, path)
+        nb = nbformat.read(folder / "00_preflight.ipynb", as_version=4)
+        assert any(f'run_id = "{run_id}"' in c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+        # 00: every cell, saved, with the empty cell Shift+Enter leaves at the end
+        ran = _run_cells(folder / "00_preflight.ipynb", folder, save=True)
+        ran.cells.append(nbformat.v4.new_code_cell(""))
+        nbformat.write(ran, folder / "00_preflight.ipynb")
+        _run_cells(folder / "01_backup.ipynb", folder)  # every cell; JupyterLab closed without saving
+        _run_cells(folder / "02_schema.ipynb", folder, save=True)
+        _run_cells(folder / "03_backfill.ipynb", folder, first=4)  # parameters, start, apply: it stopped there, unsaved
+        _run_cells(folder / "04_seed_sections.ipynb", folder, first=5)  # up to its apply
+        log = (folder / "cells.jsonl").read_text().splitlines()  # 04's kernel died before it could log
+        (folder / "cells.jsonl").write_text("".join(line + "\n" for line in log if '"04_seed_sections"' not in line))
 
         finished = run_cli("lab", "--finish", run_id, "--dsn", target.conninfo)
         assert finished.returncode == 0, finished.stderr
         record = json.loads((folder / "manifest.json").read_text())
-        assert [s["status"] for s in record["steps"]] == ["succeeded"] * len(plan.STEPS)
-        assert (folder / "report.html").is_file() and record["backup"]["sha256"]
+        steps = {s["step"]: s for s in record["steps"]}
+        assert [steps[s]["status"] for s in plan.STEPS] == \
+            ["succeeded", "succeeded", "succeeded", "partly run", "partly run", "not run", "not run"]
+        assert steps["03_backfill"]["cells"] == {"run": 4, "of": _code_cells(folder / "03_backfill.ipynb"), "own": 0}
+        for step in ("00_preflight", "02_schema"):
+            assert steps[step]["cells"]["run"] == _code_cells(folder / f"{step}.ipynb") and "warning" not in steps[step]
+        assert "closed without saving" in steps["01_backup"]["warning"] and "closed without saving" in steps["03_backfill"]["warning"]
+        assert "the ledger holds" in steps["04_seed_sections"]["warning"], steps["04_seed_sections"]
+        assert "warning: 01_backup: closed without saving" in finished.stdout
+        assert steps["02_schema"]["seconds"] > 0 and steps["05_import_legacy"].get("seconds") is None
+        assert (folder / "report.html").is_file() and record["backup"]["sha256"] and record["cell_log"]["sha256"]
         assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode == 0
         with db.connect(target) as conn:
             assert db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'", (run_id,)) > 0
@@ -67,6 +103,8 @@ def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyP
         assert rolled.returncode == 0, rolled.stderr
         assert schema_dump(target) == before["schema"] and checksums(target) == before["data"]
         assert _sources_status() == sources  # the sources were never written
+        (folder / "cells.jsonl").write_text("edited\n")
+        assert run_cli("verify", run_id, "--dsn", target.conninfo).returncode != 0  # the log is evidence too
     finally:
         drop(server, target)
 

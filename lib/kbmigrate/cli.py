@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 # nbformat (papermill's, jupytext's) validates with jsonschema, which, when rfc3987-syntax is
 # installed (jupyter-events pulls it in), builds an Earley parser for the "iri" string format at
@@ -268,23 +269,37 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.finish:
         if not (RUNS_DIR / args.finish / "manifest.json").exists():
             raise NoSuchRun(run=args.finish, folder=shown(RUNS_DIR))
-        record = lab.finish(_run_target(args, manifest.load(args.finish)), args.finish)
-        print(f"hand-stepped run {args.finish} finished: " + ", ".join(f"{Path(s['notebook']).stem} {s['status']}"
-                                                                        for s in record["steps"]))
-        print(f"report: {record['report']['path']}; check it with: kbmigrate verify {args.finish}")
+        _lab_finished(lab.finish(_run_target(args, manifest.load(args.finish)), args.finish))
         return 0
     params = _parse_params(args.param or [])
     target = _target(args)
+    if not args.prepare_only:
+        lab.may_open(args.allow_root)
     folder = lab.prepare(target, params, args.run_id)
     run_id = folder.name
-    print(f"hand-stepped run {run_id} on {target.label}: the notebooks to step through are in {shown(folder)}/")
+    print(f"hand-stepped run {run_id} on database {target.label}: the notebooks to step through are in {shown(folder)}/")
+    begun = lab.begun(target)
+    if begun:
+        print(f"note: the migration already began on {target.label} (change {begun['change']} by run {begun['run_id']}): "
+              "its steps will find their changes done. To step through it from the start on the demo, rebuild the "
+              "demo database first: kbmigrate demo-db --embedded (then make lab again)")
     if args.prepare_only:
         print(f"when done: kbmigrate lab --finish {run_id}")
         return 0
-    lab.open_lab(target, folder)
-    record = lab.finish(target, run_id)
-    print(f"JupyterLab closed; run {run_id} finished: report {record['report']['path']}")
+    lab.open_lab(target, folder, allow_root=args.allow_root, lab_args=["--no-browser"] if args.no_browser else [])
+    print("JupyterLab was shut down.")
+    _lab_finished(lab.finish(target, run_id))
     return 0
+
+
+def _lab_finished(record: dict[str, Any]) -> None:
+    print(f"hand-stepped run {record['run_id']} finished: " + ", ".join(
+        f"{s['step']} {s['status']}" + (f" ({s['cells']['run']} of {s['cells']['of']} cells)" if s.get("cells") else "")
+        for s in record["steps"]))
+    for s in record["steps"]:
+        if s.get("warning"):
+            print(f"warning: {s['step']}: {s['warning']}")
+    print(f"report: {record['report']['path']}; check it with: kbmigrate verify {record['run_id']}")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -406,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="id of this run (default: manual-<UTC time>-<random>); must be new")
     p.add_argument("--prepare-only", action="store_true", help="make the run folder and stop (open it yourself)")
     p.add_argument("--finish", metavar="RUN", help="finish a hand-stepped run whose JupyterLab was closed elsewhere")
+    p.add_argument("--allow-root", action="store_true", help="let JupyterLab run as root (a container with no other user)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser (open the URL JupyterLab prints)")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("report", help="(re)build a run's report.html from its folder",

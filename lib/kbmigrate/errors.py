@@ -118,16 +118,44 @@ class KernelHoldsDatabase(KbError):
     """A notebook kernel still holds {database}: pid {pid} ({application}), since {since}. If it is a JupyterLab kernel of a hand-stepped run, shut it down there (Kernel > Shut Down Kernel, or close JupyterLab); otherwise end that session (select pg_terminate_backend({pid}))."""
 
 
-class Blocked(KbError):
-    """Step {step} could not get a lock {within} and stopped, blocked by {blocker}. End or wait out that session, then {then}."""
+_by_hand: list[bool] = []  # set in the kernel of a hand-stepped run: the advice is about its cells
+
+
+def advise_by_hand() -> None:
+    """In a kernel of a hand-stepped run, a stopped step's advice names the cell to run again,
+    not a command of a headless run."""
+    _by_hand[:] = [True]
+
+
+class Resumable(KbError):
+    """A step stopped, and can go on: {then}"""
+
+    by_hand = "run this cell again"
 
     def __init__(self, **details: object) -> None:
-        details.setdefault("then", f"continue with 'kbmigrate run --resume {details.get('run', 'RUN_ID')}'")
+        details.setdefault("then", self.by_hand if _by_hand else
+                           f"continue with 'kbmigrate run --resume {details.get('run', 'RUN_ID')}'")
         super().__init__(**details)
 
 
-class TooSlow(KbError):
-    """Step {step}: a statement ran longer than statement_timeout {limit} and was cancelled. Find out why it is slow, or raise the limit (-p ...), then continue with 'kbmigrate run --resume {run}'."""
+class Blocked(Resumable):
+    """Step {step} could not get a lock {within} and stopped, blocked by {blocker}. End or wait out that session, then {then}."""
+
+
+class TooSlow(Resumable):
+    """Step {step}: a statement ran longer than statement_timeout {limit} and was cancelled. Find out why it is slow, or raise the limit, then {then}."""
+
+    by_hand = "set it in the parameters cell, run the cells from there down to this one"
+
+
+class ConnectionLost(Resumable):
+    """Step {step} lost its database connection ({what}): the server restarted, or the network was cut. Whatever it was changing was rolled back; once the server answers, {then}."""
+
+    by_hand = "run the cell with runbook.start again (it reconnects), then this cell"
+
+
+class SqlFailed(KbError):
+    """The %%sql query of step {step} failed: {reason} (SQLSTATE {sqlstate})."""
 
 
 class Interrupted(KbError):
@@ -138,11 +166,17 @@ class Interrupted(KbError):
         self.exit_code = 143 if details.get("signal") == "SIGTERM" else 130
 
 
+class LabAsRoot(KbError):
+    """JupyterLab refuses to run as root, so nothing was prepared: run it as a normal user, or, in a container where root is the only user, say so with --allow-root (make lab LAB_ARGS=--allow-root)."""
+
+    exit_code = 2
+
+
+class LabFailed(KbError):
+    """JupyterLab exited with code {code} before it was shut down; run {run} is kept open and not sealed: see its messages above, then open {folder} in JupyterLab yourself and record it with 'kbmigrate lab --finish {run}'."""
+
+
 class GateClosed(KbError):
     """Run {run} may not change the database ({gate} gate): {reason}."""
 
     exit_code = 3
-
-
-class ConnectionLost(KbError):
-    """Step {step} lost its database connection ({what}): the server restarted, or the network was cut. Whatever it was changing was rolled back; once the server answers, continue with 'kbmigrate run --resume {run}'."""

@@ -18,11 +18,11 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from kbmigrate import conninfo, db
+from kbmigrate import cells, conninfo, db, errors
 from kbmigrate.engine import blockers, ledger, lock
-from kbmigrate.errors import CheckFailed, ConnectionLost, KbError
+from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, TooSlow
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import read_sql
+from kbmigrate.paths import RUNS_DIR, read_sql
 from kbmigrate.engine.steps import apply_step
 
 PARAM_NAMES = tuple(RunParams().as_dict())
@@ -44,8 +44,13 @@ class Step:
             application_name=f"kbmigrate {step} {self.run_id}"[:63])
         lock.hold_for_kernel(self.conn)
         # While a statement of this step waits for a lock, the cell's output says for whom.
-        self.watcher = blockers.Watcher(self.target, self.run_id, lambda line: print(line, flush=True)).__enter__()
-        name_the_blocker(self)
+        self.waits: list[str] = []
+        self.watcher = blockers.Watcher(self.target, self.run_id, self._waiting).__enter__()
+        in_the_kernel(self)
+
+    def _waiting(self, line: str) -> None:
+        self.waits.append(line)
+        print(line, flush=True)
 
     def __repr__(self) -> str:
         return f"<step {self.step} of run {self.run_id} on {self.target.label}>"
@@ -81,8 +86,10 @@ class Step:
         if ip is None:
             raise RuntimeError("%sql needs an IPython kernel")
         ip.run_line_magic("load_ext", "sql")
-        for setting in ("SqlMagic.displaycon = False", "SqlMagic.feedback = False", "SqlMagic.autopandas = True"):
+        for setting in ("SqlMagic.displaycon = False", "SqlMagic.feedback = False", "SqlMagic.autopandas = True",
+                        "SqlMagic.short_errors = False"):
             ip.run_line_magic("config", setting)
+        sql_fails_plainly(self, ip)
         limits = self.params.limits("read")
         arguments = json.dumps({
             "options": f"-c lock_timeout={limits.lock_timeout} -c statement_timeout={limits.statement_timeout} "
@@ -105,29 +112,118 @@ class Step:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
 
 
-def name_the_blocker(step: Step) -> None:
-    """A statement stopped by lock_timeout or statement_timeout ends its cell with one line that
-    names the blocker (or the limit) and what to do, above the usual traceback."""
+_current: dict[str, Step] = {}
+
+# The SQLSTATE classes of a connection that went away: 08 connection exception, 57P0x shutdown
+LOST_CONNECTION = ("08", "57P01", "57P02", "57P03")
+
+
+def expected(step: Step, exc: BaseException) -> KbError | None:
+    """The expected failure ``exc`` is, as the terminal would name it (None: a bug, shown with its
+    traceback). A statement stopped by a timeout names the blocker or the limit; a lost connection
+    says so."""
+    if isinstance(exc, KbError):
+        return exc
+    if isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+        try:
+            limits = f"({step.params.statement_timeout} in a change, {step.params.read_timeout} in a read)"
+            with blockers.named(step.step, step.run_id, step.params.lock_timeout, limits):
+                raise exc
+        except KbError as named:
+            return named
+        except BaseException:
+            return None
+    if isinstance(exc, psycopg.OperationalError) and (
+            step.conn.broken or step.conn.closed or (exc.sqlstate or "08").startswith(LOST_CONNECTION)):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return ConnectionLost(step=step.step, what=step.target.redact(first), run=step.run_id)
+    return None
+
+
+def show_failures_plainly(step: Step) -> None:
+    """An expected failure ends its cell as one block: the message and its advice, no traceback
+    (papermill and the run's record still see the cell fail, by the error's name). For a lock wait,
+    the block comes first and the waits it saw follow it. A bug keeps its traceback."""
+    from IPython import get_ipython
+    from IPython.display import clear_output
+
+    ip = get_ipython()
+    if ip is None:
+        return
+    if not _current:  # once per kernel; a later start() makes its step the current one
+        ip.events.register("pre_run_cell", lambda info: _current["step"].waits.clear())
+    _current["step"] = step
+
+    def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+        named = expected(step, value)
+        if named is None:
+            stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+            shell._showtraceback(etype, value, stb)
+            return stb
+        block = [f"{type(named).__name__}: {named.message}"]
+        if isinstance(named, (Blocked, TooSlow)) and step.waits:
+            clear_output()  # the waits printed so far come again below the message
+            block += ["", "While it waited:", *(f"  {w}" for w in step.waits[-5:])]
+        shell._showtraceback(type(named), named, ["\n".join(block)])
+        return block
+
+    ip.set_custom_exc((Exception,), handler)
+
+
+def sql_fails_plainly(step: Step, ip: Any) -> None:
+    """``%sql``/``%%sql`` as ipython-sql runs them, except that a failed query raises (ipython-sql
+    prints it and goes on, so a run would not stop nor record it): as ``SqlFailed``, or as the lock
+    wait or lost connection it was, shown like any expected failure. ipython-sql's own traceback
+    print is dropped."""
+    import contextlib
+    import io
+    import sys
+
+    from IPython.core.magic import needs_local_scope
+    from sqlalchemy.exc import DBAPIError
+
+    original = ip.magics_manager.magics["cell"]["sql"]
+    if getattr(original, "kbmigrate", False):
+        original = original.original
+
+    @needs_local_scope
+    def sql(line: str = "", cell: str = "", local_ns: Any = None) -> Any:
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said):
+                result = original(line, cell, local_ns=local_ns)
+        except DBAPIError as exc:
+            orig = exc.orig
+            if isinstance(orig, psycopg.Error) and expected(step, orig) is not None:
+                raise orig from None
+            diag = getattr(orig, "diag", None)
+            reason = (diag.message_primary if diag else None) or str(orig or exc).strip().splitlines()[0]
+            raise SqlFailed(step=step.step, reason=step.target.redact(reason),
+                            sqlstate=getattr(orig, "sqlstate", None) or "none") from None
+        if result is None and "Traceback" in said.getvalue():  # ipython-sql could not connect
+            raise ConnectionLost(step=step.step, what="%sql could not connect", run=step.run_id)
+        sys.stdout.write(said.getvalue())
+        return result
+
+    sql.kbmigrate, sql.original = True, original  # type: ignore[attr-defined]
+    ip.register_magic_function(sql, magic_kind="line_cell", magic_name="sql")
+
+
+def in_the_kernel(step: Step) -> None:
+    """The kernel of a run logs the cells it runs (``cells.py``), shows expected failures plainly,
+    and, in a hand-stepped run, advises on cells rather than commands."""
     from IPython import get_ipython
 
     ip = get_ipython()
     if ip is None:
         return
-
-    def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
-        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
-        try:
-            limits = f"({step.params.statement_timeout} in a change, {step.params.read_timeout} in a read)"
-            with blockers.named(step.step, step.run_id, step.params.lock_timeout, limits):
-                raise value
-        except KbError as named:  # the error the cell ends with is the named one (papermill reports it)
-            stb = [f"{type(named).__name__}: {named.message}", "", *stb]
-            shell._showtraceback(type(named), named, stb)
-        except BaseException:
-            shell._showtraceback(etype, value, stb)
-        return stb
-
-    ip.set_custom_exc((psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled), handler)
+    folder = RUNS_DIR / step.run_id
+    manifest = folder / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text(encoding="utf-8")).get("status") == "manual":
+        errors.advise_by_hand()
+    if folder.is_dir():
+        cells.install(ip, step.step, folder, step.target.redact)
+    show_failures_plainly(step)
 
 
 def readable_tables() -> None:

@@ -4,7 +4,9 @@ It makes a run folder as ``kbmigrate run`` does — a manifest (status ``manual`
 now, and a copy of each step's notebook with the run id and the parameters already in it — and
 opens JupyterLab *there*, on the target, so that what the DBA runs and sees is saved into the run
 folder, never into the sources. When JupyterLab closes (or with ``kbmigrate lab --finish RUN``),
-the run is finished like a headless one: each notebook's status and sha256, what changed, the
+the run is finished like a headless one: each step's status from what its kernels ran
+(``cells.py``: the cells run, an unsaved notebook said, never "not run" for a step the ledger shows
+changed the database), each notebook's sha256, what changed, the
 backup it took, ``report.html``, and the seal in the database's ledger. Its backup can then be
 rolled back with ``kbmigrate rollback`` like any other.
 """
@@ -12,23 +14,30 @@ rolled back with ``kbmigrate rollback`` like any other.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import papermill
 
-from kbmigrate import db
+from kbmigrate import cells, db
 from kbmigrate.checks import pooler
 from kbmigrate.conninfo import Target
-from kbmigrate.engine import plan
+from kbmigrate.engine import gates, ledger, plan
 from kbmigrate.engine.params import RunParams
-from kbmigrate.errors import BadParameter, NoGo
+from kbmigrate.errors import BadParameter, LabAsRoot, LabFailed, NoGo
 from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.run import manifest, notebooks, runner
 from kbmigrate.run.record import Run, StepEntry
+
+
+def may_open(allow_root: bool) -> None:
+    """JupyterLab refuses to run as root (it says so only in its log): refuse first, in one line."""
+    if os.geteuid() == 0 and not allow_root:
+        raise LabAsRoot()
 
 
 def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Path:
@@ -51,15 +60,28 @@ def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Pat
     return folder
 
 
-def _status(path: Path) -> str:
-    nb = nbformat.read(path, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    ran = [c for c in code if c.get("execution_count")]
-    if any(o.get("output_type") == "error" for c in code for o in c.get("outputs", [])):
-        return "failed"
-    if not ran:
-        return "not run"
-    return "succeeded" if len(ran) == len(code) else "partly run"
+def _entry(folder: Path, step: str, log: list[dict[str, Any]], changed: int, target: Target) -> StepEntry | None:
+    """A step as its kernels ran it (cells.jsonl), never "not run" when the ledger shows it changed
+    the database in this run."""
+    path = folder / f"{step}.ipynb"
+    if not path.exists():
+        return None
+    runner.scan_for_secrets(path, target.secrets)
+    path.chmod(0o600)
+    seen = cells.ran(path, step, log)
+    status, warnings = seen.status, []
+    if seen.unsaved:
+        warnings.append(f"closed without saving: {seen.unsaved} of the cells that ran do not show as run in "
+                        f"{path.name}; what they ran is in {cells.LOG}")
+    if changed and status == "not run":
+        status = "partly run"
+        warnings.append(f"the ledger holds {changed} change(s) this step made in this run, though no cell of it "
+                        "is recorded as run")
+    times = [e["at"] for e in log if e.get("step") == step]
+    return StepEntry(step, 1, shown(path), status=status, start=times[0] if times else None,
+                     end=times[-1] if times else None, seconds=seen.seconds if times else None,
+                     error=seen.errors[-1] if seen.errors else None, sha256=manifest.sha256_file(path),
+                     cells={"run": seen.run, "of": seen.cells, "own": seen.own}, warning="; ".join(warnings) or None)
 
 
 def finish(target: Target, run_id: str) -> dict[str, Any]:
@@ -69,24 +91,45 @@ def finish(target: Target, run_id: str) -> dict[str, Any]:
     if run.status != "manual" or run.data.get("ended_at"):
         raise BadParameter(name="--finish", reason=f"run {run_id} is not a hand-stepped run still open")
     with runner.private_files():
-        run.steps = []
-        for step in plan.STEPS:
-            path = folder / f"{step}.ipynb"
-            if path.exists():
-                runner.scan_for_secrets(path, target.secrets)
-                path.chmod(0o600)
-                run.steps.append(StepEntry(step, 1, shown(path), status=_status(path), start=None,
-                                           sha256=manifest.sha256_file(path)))
+        log_path = folder / cells.LOG
+        if log_path.exists():
+            runner.scan_for_secrets(log_path, target.secrets)
+            log_path.chmod(0o600)
+            run.data["cell_log"] = {"path": shown(log_path), "sha256": manifest.sha256_file(log_path)}
+        log = cells.read(folder)
         with db.connect(target, autocommit=True, application_name=f"kbmigrate finish {run_id}"[:63]) as conn:
+            made = ledger.for_run(conn, run_id)
+            run.steps = [e for step in plan.STEPS if (e := _entry(
+                folder, step, log, sum(1 for r in made if r["step"] == step and r["outcome"] in ("applied", "started")),
+                target)) is not None]
             run.finish(conn, "manual")
             run.seal(conn)
     return run.as_dict()
 
 
-def open_lab(target: Target, folder: Path) -> int:
-    """JupyterLab on the run folder, its kernels pointed at the target; returns when it is closed."""
+def begun(target: Target) -> dict[str, Any] | None:
+    """The migration's first change in effect on the target (None: it has not begun there)."""
+    with db.connect(target, autocommit=True, application_name="kbmigrate lab") as conn:
+        return gates.first_change(conn)
+
+
+def open_lab(target: Target, folder: Path, *, allow_root: bool = False, lab_args: Sequence[str] = ()) -> None:
+    """JupyterLab on the run folder, its kernels pointed at the target; returns when it is shut
+    down. Ctrl-C goes to JupyterLab alone (it asks, then shuts down), so the run is still finished.
+    JupyterLab ending with an error raises LabFailed: the run stays open, nothing is sealed."""
     with runner.kernel_environment(target):
         env = dict(os.environ)
     env[db.SESSION_LOG] = str(folder / "sessions.jsonl")  # the kernels list their sessions there, as in a headless run
-    return subprocess.call([str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={folder}"],
-                           env=env, cwd=folder)
+    argv = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={folder}",
+            *(["--allow-root"] if allow_root else []), *lab_args]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = subprocess.Popen(argv, env=env, cwd=folder, preexec_fn=_default_sigint).wait()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if code != 0:
+        raise LabFailed(code=code, run=folder.name, folder=shown(folder))
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -39,6 +39,8 @@ class StepEntry:
     error: str | None = None
     sha256: str | None = None
     superseded: bool = False
+    cells: dict[str, int] | None = None  # a hand-stepped step: its code cells run, of how many (cells.py)
+    warning: str | None = None  # what the record of a hand-stepped step could not see for itself
     started: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
@@ -46,7 +48,8 @@ class StepEntry:
         step = d.get("step") or Path(d["notebook"]).stem  # older manifests name only the notebook
         return cls(step=step, attempt=int(d.get("attempt", 1)), notebook=d["notebook"], status=d["status"],
                    start=d.get("start"), end=d.get("end"), seconds=d.get("seconds"), error=d.get("error"),
-                   sha256=d.get("sha256"), superseded=bool(d.get("superseded")))
+                   sha256=d.get("sha256"), superseded=bool(d.get("superseded")), cells=d.get("cells"),
+                   warning=d.get("warning"))
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,6 +1,6 @@
 """``kbmigrate verify RUN``: the evidence of a run proves itself, or names what broke.
 
-Recomputed from the files: the sha256 of every notebook, the report, the kept SQL files and the
+Recomputed from the files: the sha256 of every notebook, the report, a hand run's log of cells, the kept SQL files and the
 backup, against the manifest. Then the seal (see ``manifest.py``): the manifest's own sha256
 against the seal the run wrote (kbmigrate.seals), and, run by run back to the first, each manifest's record
 of the previous one against that run's manifest and the ledger. Editing any file, a manifest or a
@@ -54,6 +54,8 @@ def _files(run_id: str, record: dict[str, Any]) -> list[Check]:
         same(f"report {report['path']}", from_evidence(report["path"]), report["sha256"])
     for rel, digest in record.get("sql_files", {}).items():
         same(f"sql/{rel} as run", folder / "sql" / rel, digest)
+    if record.get("cell_log"):
+        same(f"cell log {record['cell_log']['path']}", from_evidence(record["cell_log"]["path"]), record["cell_log"]["sha256"])
     if record.get("backup"):
         same(f"backup {record['backup']['path']}", from_evidence(record["backup"]["path"]), record["backup"]["sha256"])
     return out
