@@ -20,7 +20,7 @@ from kbmigrate.conninfo import Target
 from kbmigrate.engine import lock, plan
 from kbmigrate.paths import REPO_ROOT, RUNS_DIR
 
-from conftest import drop, new_demo, run_cli
+from conftest import drop, gated, new_demo, run_cli
 from test_rollback import schema_dump
 from test_runbook import checksums
 
@@ -128,5 +128,71 @@ def test_finishing_twice_is_refused(server: Target) -> None:
         record: dict[str, Any] = json.loads((RUNS_DIR / run_id / "manifest.json").read_text())
         assert [s["status"] for s in record["steps"]] == ["not run"] * len(plan.STEPS)
         assert os.stat(RUNS_DIR / run_id).st_mode & 0o077 == 0
+    finally:
+        drop(server, target)
+
+
+def _outputs(cell: Any) -> tuple[list[Any], str]:
+    errors = [o for o in cell.outputs if o.output_type == "error"]
+    return errors, json.dumps(cell.outputs)
+
+
+def test_a_stopped_cell_reads_as_in_the_terminal(server: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a hand-stepped kernel an expected failure is one block with advice that works there (run
+    this cell again), never a traceback; the cells after it do not run on; a failing %%sql cell is
+    an error, shown the same way and recorded; a lost connection says so."""
+    target = new_demo(server, "kbt_lab3")
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    try:
+        assert run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only", "-p", "lock_retries=0").returncode == 0
+        gated(target, run_id)
+        folder = RUNS_DIR / run_id
+        for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
+            monkeypatch.setenv(var, target.params[key])
+        path = folder / "02_schema.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        magic = next(c for c in nb.cells if c.source.startswith("%%sql"))
+        magic.source = "%%sql\nselect no_such_column from knowledge_base"
+        nbformat.write(nb, path)
+        at = {name: next(i for i, c in enumerate(nb.cells) if marker in c.source) for name, marker in
+              (("apply", "kb.apply()"), ("next", "format_type(a.atttypid"), ("magic", "no_such_column"))}
+        client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                                resources={"metadata": {"path": str(folder)}})
+        with client.setup_kernel():
+            with db.connect(target) as holder:
+                holder.execute("lock table knowledge_base in access share mode")
+                for i, cell in enumerate(nb.cells[:at["next"] + 1]):
+                    if cell.cell_type == "code":
+                        client.execute_cell(cell, i)
+            errors, text = _outputs(nb.cells[at["apply"]])
+            assert [e.ename for e in errors] == ["Blocked"] and len(errors[0].traceback) == 1, text
+            assert "run this cell again" in errors[0].traceback[0] and "--resume" not in text, text
+            assert "Traceback" not in text and "While it waited" in errors[0].traceback[0]
+            assert text.index('"error"') < text.index("While it waited")  # the block first, the waits in it
+            errors, text = _outputs(nb.cells[at["next"]])  # the check after it does not run on
+            assert [e.ename for e in errors] == ["StepStopped"] and "Run that cell again first" in text, text
+
+            for i, cell in enumerate(nb.cells[at["apply"]:], start=at["apply"]):  # the session ended; again from there
+                if cell.cell_type == "code":
+                    client.execute_cell(cell, i)
+            assert not _outputs(nb.cells[at["apply"]])[0] and not _outputs(nb.cells[at["next"]])[0]
+            errors, text = _outputs(nb.cells[at["magic"]])
+            assert [e.ename for e in errors] == ["SqlFailed"] and "no_such_column" in text and "Traceback" not in text, text
+
+            with db.connect(target, autocommit=True) as other:  # the server ends the kernel's session
+                other.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = %s",
+                              (f"kbmigrate 02_schema {run_id}"[:63],))
+            lost = nbformat.v4.new_code_cell("kb.query('select 1 as one')")
+            client.execute_cell(lost, 0)
+            errors, text = _outputs(lost)
+            assert [e.ename for e in errors] == ["ConnectionLost"] and "runbook.start again" in text, text
+            assert "Traceback" not in text
+
+        logged = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+        assert any(e["error"] and e["error"].startswith("SqlFailed") for e in logged)
+        finished = run_cli("lab", "--finish", run_id, "--dsn", target.conninfo)
+        assert finished.returncode == 0, finished.stderr
+        step = next(s for s in json.loads((folder / "manifest.json").read_text())["steps"] if s["step"] == "02_schema")
+        assert step["status"] == "failed" and step["error"].startswith("SqlFailed"), step
     finally:
         drop(server, target)

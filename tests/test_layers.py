@@ -20,7 +20,7 @@ LAYERS = [
     {"kbmigrate.engine"},
     {"kbmigrate.checks"},
     {"kbmigrate.backup"},
-    {"kbmigrate.runbook"},
+    {"kbmigrate.runbook", "kbmigrate.cells"},
     {"kbmigrate.run"},
     {"kbmigrate.dev"},
     {"kbmigrate.cli"},

@@ -27,7 +27,7 @@ LOG = "cells.jsonl"
 _installed: dict[str, Any] = {}
 
 
-def _sha(source: str) -> str:
+def sha(source: str) -> str:
     return hashlib.sha256(source.strip().encode()).hexdigest()
 
 
@@ -40,7 +40,7 @@ def _write(folder: Path, line: dict[str, Any]) -> None:
 
 def _line(step: str, source: str, *, ok: bool, error: str | None, cell_id: str | None, count: int | None,
           seconds: float | None, redact: Callable[[str], str], **more: Any) -> dict[str, Any]:
-    return {"step": step, "cell_id": cell_id, "sha256": _sha(source), "source": redact(source), "count": count,
+    return {"step": step, "cell_id": cell_id, "sha256": sha(source), "source": redact(source), "count": count,
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "seconds": seconds, "ok": ok, "error": redact(error) if error else None, **more}
 
@@ -117,8 +117,8 @@ def ran(notebook: Path, step: str, log: list[dict[str, Any]]) -> Ran:
     out = Ran(step, cells=len(code), seconds=round(sum(e.get("seconds") or 0 for e in mine), 2))
     matched: set[int] = set()
     for cell in code:
-        cid, sha = cell.get("id"), _sha(cell.source)
-        hits = [i for i, e in enumerate(mine) if (cid and e.get("cell_id") == cid) or e["sha256"] == sha]
+        cid, digest = cell.get("id"), sha(cell.source)
+        hits = [i for i, e in enumerate(mine) if (cid and e.get("cell_id") == cid) or e["sha256"] == digest]
         matched.update(hits)
         if not hits:
             continue

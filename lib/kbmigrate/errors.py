@@ -154,6 +154,10 @@ class ConnectionLost(Resumable):
     by_hand = "run the cell with runbook.start again (it reconnects), then this cell"
 
 
+class StepStopped(KbError):
+    """Not run: step {step} stopped at cell [{count}] ({name}). Run that cell again first; the cells after it check its work."""
+
+
 class SqlFailed(KbError):
     """The %%sql query of step {step} failed: {reason} (SQLSTATE {sqlstate})."""
 

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from kbmigrate import cells, conninfo, db, errors
 from kbmigrate.engine import blockers, ledger, lock
-from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, TooSlow
+from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, StepStopped, TooSlow
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import RUNS_DIR, read_sql
 from kbmigrate.engine.steps import apply_step
@@ -45,8 +45,14 @@ class Step:
         lock.hold_for_kernel(self.conn)
         # While a statement of this step waits for a lock, the cell's output says for whom.
         self.waits: list[str] = []
+        self.stopped: dict[str, Any] | None = None  # the cell an expected failure stopped this step at
         self.watcher = blockers.Watcher(self.target, self.run_id, self._waiting).__enter__()
         in_the_kernel(self)
+
+    def going_on(self) -> None:
+        """Refuse to go on past a cell that stopped the step (it may run again itself)."""
+        if self.stopped and not _same_cell(self.stopped, _current.get("cell")):
+            raise StepStopped(step=self.step, count=self.stopped["count"], name=self.stopped["name"])
 
     def _waiting(self, line: str) -> None:
         self.waits.append(line)
@@ -64,6 +70,7 @@ class Step:
 
     def apply(self, *, progress: bool = True) -> pd.DataFrame:
         """Apply every change of this step (sql/plan.txt) and show what happened to each."""
+        self.going_on()
         done = apply_step(self.conn, self.step, self.params, self.run_id, progress=progress)
         return pd.DataFrame([{"change": o.change, "outcome": o.outcome, "rows": o.rows_affected,
                               "seconds": round(o.seconds, 3),
@@ -71,10 +78,12 @@ class Step:
 
     def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:
         """A query (or ``report/x.sql`` under sql/) as a table."""
+        self.going_on()
         text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
         return pd.DataFrame(db.rows(self.conn, text, params))
 
     def scalar(self, query: str, params: Any = None) -> Any:
+        self.going_on()
         return db.scalar(self.conn, query, params)
 
     def sql_magic(self) -> str:
@@ -112,7 +121,22 @@ class Step:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
 
 
-_current: dict[str, Step] = {}
+_current: dict[str, Any] = {}  # the kernel's current step, and the cell running now
+
+
+def _same_cell(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    return b is not None and ((a["id"] is not None and a["id"] == b["id"]) or a["sha"] == b["sha"])
+
+
+def _cell_begins(info: Any) -> None:
+    _current["cell"] = {"id": getattr(info, "cell_id", None), "sha": cells.sha(info.raw_cell or "")}
+    _current["step"].waits.clear()
+
+
+def _cell_ends(result: Any) -> None:
+    step, cell = _current["step"], _current.get("cell")
+    if result.success and step.stopped and _same_cell(step.stopped, cell):
+        step.stopped = None  # the cell that stopped the step ran again, and went through
 
 # The SQLSTATE classes of a connection that went away: 08 connection exception, 57P0x shutdown
 LOST_CONNECTION = ("08", "57P01", "57P02", "57P03")
@@ -151,7 +175,8 @@ def show_failures_plainly(step: Step) -> None:
     if ip is None:
         return
     if not _current:  # once per kernel; a later start() makes its step the current one
-        ip.events.register("pre_run_cell", lambda info: _current["step"].waits.clear())
+        ip.events.register("pre_run_cell", _cell_begins)
+        ip.events.register("post_run_cell", _cell_ends)
     _current["step"] = step
 
     def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
@@ -161,9 +186,11 @@ def show_failures_plainly(step: Step) -> None:
             shell._showtraceback(etype, value, stb)
             return stb
         block = [f"{type(named).__name__}: {named.message}"]
+        if not isinstance(named, (StepStopped, SqlFailed)) and _current.get("cell"):  # a failed look stops nothing
+            step.stopped = {**_current["cell"], "count": shell.execution_count, "name": type(named).__name__}
         if isinstance(named, (Blocked, TooSlow)) and step.waits:
             clear_output()  # the waits printed so far come again below the message
-            block += ["", "While it waited:", *(f"  {w}" for w in step.waits[-5:])]
+            block += ["", "While it waited:", *(f"  {w}" for w in step.waits[-3:])]
         shell._showtraceback(type(named), named, ["\n".join(block)])
         return block
 
@@ -264,6 +291,8 @@ def start(step: str, namespace: dict[str, Any]) -> Step:
 
 def check(ok: bool, what: str, offending: pd.DataFrame | None = None, *, show: int = 10) -> None:
     """Stop the run when ``ok`` is false: raise CheckFailed naming the check and the first rows at fault."""
+    if "step" in _current:
+        _current["step"].going_on()
     if ok:
         return
     if offending is not None and len(offending):

@@ -75,8 +75,9 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
             if tried == params.lock_retries:
                 blocker = blockers.who(run_id, conn) if isinstance(exc, psycopg.errors.LockNotAvailable) \
                     else f"a deadlock every time ({error_text(exc)})"
-                raise Blocked(step=f"{step} ({change})", within=f"within {params.lock_timeout} after "
-                              f"{params.lock_retries + 1} tries", blocker=blocker, run=run_id or "RUN_ID") from None
+                tries = f"{params.lock_retries + 1} tries" if params.lock_retries else "1 try"
+                raise Blocked(step=f"{step} ({change})", within=f"within {params.lock_timeout} after {tries}",
+                              blocker=blocker, run=run_id or "RUN_ID") from None
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
