@@ -108,6 +108,20 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         browser.get(report.resolve().as_uri())
         summary = browser.find_element(By.ID, "summary")
         assert summary.is_displayed() and run_id in summary.text and "Outcome" in summary.text and "PROVED" in summary.text
+        assert "7 of 7 steps run" in summary.text and "users lost access to" in summary.text, summary.text[:600]
+        shots = RUNS_DIR / run_id / "screenshots"
+        shots.mkdir(exist_ok=True)
+        assert summary.screenshot(str(shots / "summary.png")) and (shots / "summary.png").stat().st_size > 10_000
+        # progress is progress: the backfill's bar is plain output, not an error-coloured stderr box
+        stderr = browser.find_elements(By.CSS_SELECTOR, '[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert not [e.text for e in stderr if "backfill" in e.text], [e.text[:200] for e in stderr]
+        bar = next(e for e in browser.find_elements(By.CSS_SELECTOR, '.jp-RenderedText')
+                   if "backfill:" in e.text)
+        assert "100%" in bar.text and bar.text.count("backfill:") == 1, bar.text  # its last state, once
+        browser.execute_script("arguments[0].scrollIntoView()", bar)
+        assert bar.screenshot(str(shots / "backfill_progress.png"))
+        cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedHTMLCommon td")]
+        assert "NULL" in cells and "None" not in cells  # SQL NULL reads as NULL
         width = browser.execute_script("return document.documentElement.clientWidth")
         smoke = browser.find_element(By.ID, "step-06_smoke_tests")
         headers = [th for th in smoke.find_elements(By.XPATH, "following::th")
@@ -127,6 +141,30 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         assert scrolled <= width + 1, f"the page is {scrolled}px wide in a {width}px window: something does not wrap"
     finally:
         browser.quit()
+
+
+def _record(status: str, steps: dict[str, str], **more: Any) -> dict[str, Any]:
+    return {"run_id": "r", "status": status, "target": {}, "plan": [f"0{i}_x" for i in range(7)],
+            "steps": [{"step": k, "notebook": f"runs/r/{k}.ipynb", "status": v} for k, v in steps.items()], **more}
+
+
+def test_verdict_colours_say_only_what_was_shown() -> None:
+    """Green only for what was proved, red only for what failed, neutral for what was not tested."""
+    from kbmigrate.run.report import summary_html
+
+    def classes(record: dict[str, Any]) -> list[str]:
+        import re
+        return re.findall(r'class="verdict-(\w+)">([^<]*)<', summary_html(record))[:2]
+
+    hand = _record("manual", {"00_x": "succeeded", "01_x": "succeeded", "02_x": "partly run", "06_smoke_tests": "not run"})
+    assert [c for c, _ in classes(hand)] == ["neutral", "neutral"] and "3 of 7 steps run" in summary_html(hand)
+    no_go = _record("failed", {"00_x": "failed"}, preflight_verdict={"verdict": "NO-GO", "no_go": ["search_path: x first"]})
+    assert [c for c, _ in classes(no_go)] == ["bad", "neutral"] and "not tested" in classes(no_go)[1][1]
+    assert '<div class="no-go">' in summary_html(no_go) and "<li>search_path: x first</li>" in summary_html(no_go)
+    proved = _record("succeeded", {"06_smoke_tests": "succeeded"})
+    assert [c for c, _ in classes(proved)] == ["ok", "ok"] and "no-go" not in summary_html(proved)
+    leaked = _record("failed", {"06_smoke_tests": "failed"})
+    assert [c for c, _ in classes(leaked)] == ["bad", "bad"]
 
 
 def test_a_failed_run_also_leaves_a_report(server: Target) -> None:

@@ -255,16 +255,21 @@ def in_the_kernel(step: Step) -> None:
 
 def readable_tables() -> None:
     """Tables as evidence: every value whole (hashes, reasons, details), every row of what a cell
-    chose to show, and an empty value shown as "—", never as NaN."""
+    chose to show, and SQL NULL shown as NULL, never as None or NaN."""
     pd.set_option("display.max_colwidth", None)
     from IPython import get_ipython
 
     ip = get_ipython()
     if ip is not None:
         ip.display_formatter.formatters["text/html"].for_type(
-            pd.DataFrame, lambda df: df.to_html(na_rep="—", notebook=True, border=0))
+            pd.DataFrame, lambda df: _nulls(df).to_html(na_rep="NULL", notebook=True, border=0))
         ip.display_formatter.formatters["text/plain"].for_type(
-            pd.DataFrame, lambda df, printer, cycle: printer.text(df.to_string(na_rep="—")))
+            pd.DataFrame, lambda df, printer, cycle: printer.text(_nulls(df).to_string(na_rep="NULL")))
+
+
+def _nulls(df: pd.DataFrame) -> pd.DataFrame:
+    """pandas writes ``na_rep`` for a missing number, and "None" for a missing text or uuid: NULL for both."""
+    return df.apply(lambda col: col.where(col.notna(), "NULL") if col.dtype == object else col)
 
 
 def chart_label(text: str, fallback: str) -> str:

@@ -8,6 +8,7 @@ entries not yet done (plus the quarantined ones, which it leaves as they are).
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -43,7 +44,8 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
     after = ZERO_ID
     throttle = Throttle.for_params(params)
     probe = read_sql("report/throttle_probe.sql")
-    with tqdm(total=pending(conn), desc="backfill", unit="entry", disable=not progress) as bar:
+    # on stdout: in a notebook (and its report) the bar reads as progress, not as an error on stderr
+    with tqdm(total=pending(conn), desc="backfill", unit="entry", disable=not progress, file=sys.stdout) as bar:
         while True:
             size = throttle.size
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import nbformat
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from nbformat.v4 import new_markdown_cell, new_notebook
 
 from kbmigrate.paths import RUNS_DIR, shown
 from kbmigrate.run import manifest
+from kbmigrate.run.summary import GAINED_ACCESS, LOST_ACCESS
 
 # Evidence is read whole: tables wrap rather than scroll, long values break rather than hide.
 CSS = """
@@ -34,6 +36,8 @@ CSS = """
   #summary table { border-collapse: collapse; margin: 0.5em 0 1em; }
   #summary td, #summary th { border: 1px solid #bbb; padding: 2px 8px; text-align: left; vertical-align: top; }
   .verdict-ok { color: #176f2c; font-weight: bold; } .verdict-bad { color: #b00020; font-weight: bold; }
+  .verdict-neutral { color: #444; font-weight: bold; }
+  .no-go { border-left: 4px solid #b00020; padding: 0 1em; margin: 0.5em 0; }
 </style>
 """
 # Scripts that would load code from the network (require.js, MathJax, mermaid): the report needs none.
@@ -42,25 +46,75 @@ _REMOTE_SCRIPT = re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</scrip
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape('none' if v is None else str(v))}</td></tr>"
+                               for k, v in rows) + "</table>"
 
 
-def _verdict(record: dict[str, Any]) -> tuple[str, bool]:
-    smoke = next((s for s in record.get("steps", []) if s["notebook"].endswith("06_smoke_tests.ipynb")), None)
-    if smoke is None:
-        return "not tested in this run (06_smoke_tests did not run)", True
-    if smoke["status"] == "succeeded":
-        return "PROVED: every user probed, acting as themselves, read, created, edited and deleted exactly what they should", True
-    return f"FAILED: {smoke.get('error', smoke['status'])}", False
+def _verdict(record: dict[str, Any]) -> tuple[str, str]:
+    """The isolation verdict and its colour: ok only when proved, bad only when it failed."""
+    smoke = [s for s in record.get("steps", []) if s["notebook"].endswith("06_smoke_tests.ipynb") and not s.get("superseded")]
+    if not smoke or smoke[-1]["status"] == "not run":
+        return "not tested in this run (06_smoke_tests did not run)", "neutral"
+    last = smoke[-1]
+    if last["status"] == "succeeded":
+        return "PROVED: every user probed, acting as themselves, read, created, edited and deleted exactly what they should", "ok"
+    if last["status"] == "failed":
+        return f"FAILED: {last.get('error', 'failed')}", "bad"
+    return f"not proved: 06_smoke_tests {last['status']}", "neutral"
+
+
+def _outcome(record: dict[str, Any]) -> tuple[str, str]:
+    status = record["status"]
+    if status == "succeeded":
+        return status, "ok"
+    if status in ("failed", "interrupted"):
+        return status, "bad"
+    return ("hand-stepped" if status == "manual" else status), "neutral"
+
+
+def steps_run(record: dict[str, Any]) -> str:
+    """"3 of 7 steps run": the steps of the run's plan that ran at all (any attempt)."""
+    order = record.get("plan") or [Path(s["notebook"]).stem for s in record.get("steps", [])]
+    ran = {s["step"] if "step" in s else Path(s["notebook"]).stem for s in record.get("steps", []) if s["status"] != "not run"}
+    return f"{len([s for s in order if s in ran])} of {len(order)} steps run"
+
+
+def step_heading(step: dict[str, Any]) -> str:
+    """A step's status in words: its time when known, its cells when stepped by hand."""
+    words = [step["status"]]
+    if step.get("cells"):
+        words.append(f"{step['cells']['run']} of {step['cells']['of']} cells")
+    if step.get("seconds") is not None:
+        words.append(f"{step['seconds']} s")
+    return ", ".join(words)
+
+
+def _no_go(record: dict[str, Any]) -> str:
+    held = record.get("preflight_verdict") or {}
+    if held.get("verdict") != "NO-GO":
+        return ""
+    return ('<div class="no-go"><p><span class="verdict-bad">NO-GO</span>: the preflight stopped the run before any '
+            "change, for:</p><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in held.get("no_go", [])) + "</ul></div>")
+
+
+def _access(record: dict[str, Any]) -> str:
+    changed = record.get("changed") or {}
+    lost = changed.get(LOST_ACCESS)
+    if lost is None:
+        return ""
+    gained = changed.get(GAINED_ACCESS)
+    return (f"<p>Access: {html.escape(str(lost))} (each listed in 06_smoke_tests, the first confirmed by acting as them)"
+            + (f"; {html.escape(str(gained))}" if gained else "") + ".</p>")
 
 
 def summary_html(record: dict[str, Any]) -> str:
-    ok = record["status"] in ("succeeded", "manual")
-    verdict, verdict_ok = _verdict(record)
+    outcome, outcome_class = _outcome(record)
+    verdict, verdict_class = _verdict(record)
     who, code, target = record.get("operator", {}), record.get("code", {}), record["target"]
     parts = [f'<div id="summary"><h1>kbmigrate run {html.escape(record["run_id"])}</h1>',
-             f'<p>Outcome: <span class="{"verdict-ok" if ok else "verdict-bad"}">{html.escape(record["status"])}</span>'
-             f' &nbsp; Isolation: <span class="{"verdict-ok" if verdict_ok else "verdict-bad"}">{html.escape(verdict)}</span></p>',
+             f'<p>Outcome: <span class="verdict-{outcome_class}">{html.escape(outcome)}</span>, {steps_run(record)}'
+             f' &nbsp; Isolation: <span class="verdict-{verdict_class}">{html.escape(verdict)}</span></p>',
+             _no_go(record), _access(record),
              "<h2>Who, where, with what</h2>",
              _table([("operator", f"{who.get('os_user', '?')} on {who.get('host', '?')}"),
                      ("target", f"{target.get('user')}@{target.get('host')}:{target.get('port')}/{target.get('database')}"),
@@ -70,10 +124,11 @@ def summary_html(record: dict[str, Any]) -> str:
                      ("git commit", f"{code.get('git_commit')}" + (" (dirty: files differ from the commit)" if code.get("dirty") else " (clean)")),
                      *[(f"changed file {name}", digest or "deleted") for name, digest in sorted(code.get("changed_files", {}).items())],
                      ("previous run on this database", (record.get("previous") or {}).get("run_id", "none"))]),
-             "<h2>Steps</h2>",
-             "<table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook sha256</th><th>error</th></tr>"
-             + "".join(f"<tr><td>{html.escape(Path(s['notebook']).stem)}</td><td>{html.escape(s['status'])}</td>"
-                       f"<td>{s.get('seconds', '')}</td><td>{s.get('sha256', '')}</td><td>{html.escape(s.get('error', ''))}</td></tr>"
+             f"<h2>Steps: {steps_run(record)}</h2>",
+             "<table><tr><th>step</th><th>status</th><th>seconds</th><th>notebook sha256</th><th>error or warning</th></tr>"
+             + "".join(f"<tr><td>{html.escape(Path(s['notebook']).stem)}</td><td>{html.escape(step_heading({**s, 'seconds': None}))}</td>"
+                       f"<td>{s.get('seconds', '')}</td><td>{s.get('sha256', '')}</td>"
+                       f"<td>{html.escape(s.get('error') or s.get('warning') or '')}</td></tr>"
                        for s in record.get("steps", [])) + "</table>"]
     history = [(f"interrupted {r['interrupted_before']['at']}", f"{r['interrupted_before']['signal']}")
                for r in record.get("resumed", []) if r.get("interrupted_before")]
@@ -102,7 +157,7 @@ def summary_html(record: dict[str, Any]) -> str:
             *[(f"left out: {x['schema']}", x["reason"]) for x in backup.get("scope", {}).get("left_out", [])],
             ("restore drill", f"{'ok' if drill.get('ok') else 'NOT OK'}, {drill.get('where', '-')}" if drill else "not run")])]
     parts += ["<h2>Parameters</h2>", _table(sorted(record.get("parameters", {}).items())), "</div>"]
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)  # a blank line would end the HTML block of the markdown cell
 
 
 def build(run_id: str) -> dict[str, str]:
@@ -117,7 +172,7 @@ def build(run_id: str) -> dict[str, str]:
         if not path.exists():
             continue
         book.cells.append(new_markdown_cell(
-            f'<h1 id="step-{Path(path).stem}">Step {Path(path).stem}: {step["status"]}, {step.get("seconds", "?")} s</h1>'))
+            f'<h1 id="step-{Path(path).stem}">Step {Path(path).stem}: {html.escape(step_heading(step))}</h1>'))
         try:
             book.cells += nbformat.read(path, as_version=4).cells
         except (ValueError, nbformat.ValidationError, AttributeError):  # nbformat's own parse error is an AttributeError
@@ -128,6 +183,7 @@ def build(run_id: str) -> dict[str, str]:
     for i, cell in enumerate(book.cells):  # stable ids, so the same run gives the same bytes
         cell["id"] = f"c{i:05d}"
     exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor, enabled=True)  # a progress bar shows its last state
     body, _ = exporter.from_notebook_node(book, resources={"metadata": {"name": f"kbmigrate run {run_id}"}})
     body = _REMOTE_SCRIPT.sub("", body).replace("</head>", CSS + "</head>", 1)
     out = folder / "report.html"

@@ -13,6 +13,9 @@ from kbmigrate.engine import ledger
 from kbmigrate.paths import read_sql
 
 
+LOST_ACCESS, GAINED_ACCESS = "access lost", "access gained"
+
+
 def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """The run's ledger in numbers, and the knowledge base as it is now."""
     out: dict[str, Any] = {}
@@ -49,6 +52,15 @@ def _kb_now(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     out["assigned but matching a shared rule (listed for review)"] = len(
         db.rows(conn, read_sql("report/review_shared_assigned.sql")))
     out["sections"] = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
+    if db.scalar(conn, "select relrowsecurity from pg_class where oid = 'public.knowledge_base'::regclass") and \
+            db.scalar(conn, "select to_regclass('kbmigrate.membership') is not null"):
+        lost = db.rows(conn, read_sql("report/lost_own_entries.sql"))  # the rule in force now, for every user
+        out[LOST_ACCESS] = (f"{len(lost)} users lost access to {sum(int(r['entries_lost']) for r in lost)} entries "
+                            "they created" if lost else "no user lost access to an entry they created")
+        if db.scalar(conn, "select to_regclass('kbmigrate.legacy_imports') is not null"):
+            got = db.rows(conn, read_sql("report/gained_access.sql"))[0]
+            out[GAINED_ACCESS] = (f"{got['users']} users can read {got['entries']} entries imported from the legacy tables"
+                                  + (f" ({got['shared']} of them shared with every signed-in user)" if got["shared"] else ""))
     return out
 
 
