@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ import pytest
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
+from kbmigrate.engine import ledger, plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import RUNS_DIR
 from kbmigrate.run import runner
@@ -71,6 +75,47 @@ def test_the_chain_and_the_runs_are_counted_as_they_are(two_runs: Any) -> None:
               if line.strip().startswith("t-ev")}
     assert listed[third].endswith("step 06") and "steps 00, 02, 03, 04, 05, 06;" in listed[second], listed
     assert "steps 00, 01, 02, 03, 04, 05, 06;" in listed[first], listed
+    # a change counts once, however many rows it has (a backfill's batches, a step run again)
+    changing = {(c.step, c.name) for c in plan.load() if c.step in plan.CHANGING}
+    assert listed[second].endswith(f"ledger: {len(changing)} noop"), listed[second]  # the re-run changed nothing
+    with db.connect(target) as conn:
+        noops = len({(r["step"], r["change"]) for r in ledger.for_run(conn, first) if r["outcome"] == "noop"})
+    assert f"ledger: {len(changing) - noops} applied" in listed[first], listed[first]
+
+
+def test_a_step_run_twice_in_a_run_counts_its_changes_once(two_runs: Any) -> None:
+    target, first, _ = two_runs
+    run_id = f"t-ev4-{uuid.uuid4().hex[:6]}"
+    once = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--backup-of", first, "--only", "00", "02", "--no-progress")
+    assert once.returncode == 0, once.stderr
+    again = run_cli("run", "--dsn", target.conninfo, "--resume", run_id, "--only", "02", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    with db.connect(target) as conn:
+        rows = [r for r in ledger.for_run(conn, run_id) if r["step"] == "02_schema"]
+    in_02 = {c.name for c in plan.load() if c.step == "02_schema"}
+    assert len(rows) > len(in_02)  # each change has two rows in this run
+    listed = next(line for line in run_cli("runs", "--dsn", target.conninfo).stdout.splitlines() if run_id in line)
+    assert listed.endswith(f"ledger: {len(in_02)} noop"), listed
+
+
+def test_runs_without_a_target_asks_the_newest_runs_database(two_runs: Any, tmp_path: Path) -> None:
+    """As verify finds its run's database in the manifest, runs without --dsn asks the database of
+    the newest run folder, and says so (it said 'Cannot connect to @localhost:5432/')."""
+    target, first, second = two_runs
+    for run_id in (first, second):
+        shutil.copytree(RUNS_DIR / run_id, tmp_path / run_id)
+    def runs(folder: Path) -> Any:
+        env = {k: v for k, v in os.environ.items() if k not in ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")}
+        return subprocess.run([str(Path(sys.executable).parent / "kbmigrate"), "runs"], capture_output=True, text=True,
+                              env={**env, "KBMIGRATE_RUNS_DIR": str(folder)}, timeout=120)
+
+    done = runs(tmp_path)
+    assert done.returncode == 0 and f"the database of the newest run here, {second}" in done.stdout, done.stdout + done.stderr
+    assert first in done.stdout and target.label in done.stdout
+    empty = tmp_path / "none"
+    empty.mkdir()
+    done = runs(empty)
+    assert done.returncode == 0 and "no kbmigrate runs recorded" in done.stdout and "Cannot connect" not in done.stderr
 
 
 def _broken(target: Target, run_id: str, expect: str) -> None:

@@ -305,7 +305,15 @@ def _lab_finished(record: dict[str, Any]) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     from kbmigrate.run import history
 
-    target = _target(args)
+    newest = None if (args.dsn or args.embedded or conninfo.from_environment()) else history.newest_target()
+    if newest is not None:
+        target = _run_target(args, newest)
+        print(f"(the database of the newest run here, {newest['run_id']}; name another with --dsn or --embedded)")
+    elif not (args.dsn or args.embedded or conninfo.from_environment()):
+        print(f"no kbmigrate runs recorded in {shown(RUNS_DIR)}; name a database with --dsn or --embedded to ask its ledger")
+        return 0
+    else:
+        target = _target(args)
     with db.connect(target, autocommit=True, application_name="kbmigrate runs") as conn:
         rows = history.runs(conn)
     if not rows:

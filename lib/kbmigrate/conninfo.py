@@ -8,6 +8,7 @@ which psycopg reads from the environment when the string is empty.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class Target:
             where = f"service {p['service']}"
         else:
             where = f"{p.get('host', 'localhost')}:{p.get('port', '5432')}"
-        user = p.get("user") or os.environ.get("USER", "")
+        user = p.get("user") or os.environ.get("USER") or getpass.getuser()  # as libpq picks it
         db = p.get("dbname") or user
         return f"{user}@{where}/{db}"
 
@@ -106,6 +107,11 @@ def libpq_env(target: Target) -> dict[str, str]:
         if key in names and value is not None:
             env[names[key]] = str(value)
     return env
+
+
+def from_environment() -> bool:
+    """Whether the libpq environment names a database (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE)."""
+    return any(os.environ.get(v) for v in ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"))
 
 
 def resolve(dsn: str | None = None, *, embedded: bool = False) -> Target:

@@ -9,8 +9,23 @@ import psycopg
 
 from kbmigrate import db
 from kbmigrate.engine import ledger
-from kbmigrate.paths import RUNS_DIR
+from kbmigrate.paths import RUNS_DIR, read_sql
 from kbmigrate.run.manifest import SEAL_STEP
+
+
+def newest_target() -> dict[str, Any] | None:
+    """The database of the newest run folder here (``runs`` without a target looks there, as
+    ``verify`` looks in its run's manifest), or None when there is none."""
+    newest: tuple[str, dict[str, Any]] | None = None
+    for path in RUNS_DIR.glob("*/manifest.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            key = record["started_at"] or ""
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if newest is None or key > newest[0]:
+            newest = (key, record)
+    return newest[1] if newest else None
 
 
 def _folders(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
@@ -52,13 +67,7 @@ def runs(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     folders = _folders(conn)
     in_ledger: dict[str, dict[str, Any]] = {}
     if ledger.exists(conn):
-        for r in db.rows(conn, """
-                select run_id, min(applied_at) as first_at,
-                       count(*) filter (where outcome = 'applied') as applied,
-                       count(*) filter (where outcome = 'noop') as noop,
-                       count(*) filter (where outcome = 'reverted') as reverted,
-                       count(*) filter (where outcome = 'failed') as failed
-                from kbmigrate.ledger where step <> %s group by run_id""", (SEAL_STEP,)):
+        for r in db.rows(conn, read_sql("report/runs_ledger.sql"), {"seal_step": SEAL_STEP}):
             in_ledger[r["run_id"]] = r
     out = []
     for run_id in set(folders) | set(in_ledger):

@@ -21,10 +21,13 @@ def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rows = [r for r in ledger.for_run(conn, run_id) if r["step"] != "run"]  # not a seal (older databases kept them in the ledger)
     if rows:
-        out["changes applied"] = sum(r["outcome"] == "applied" for r in rows)
-        out["changes already in effect (no-ops)"] = sum(r["outcome"] == "noop" for r in rows)
-        if any(r["outcome"] == "reverted" for r in rows):
-            out["changes reverted"] = sum(r["outcome"] == "reverted" for r in rows)
+        outcomes: dict[tuple[str, str], set[str]] = {}  # a change once, however many rows (batches, a re-run)
+        for r in rows:
+            outcomes.setdefault((r["step"], r["change"]), set()).add(r["outcome"])
+        out["changes applied"] = sum("applied" in o for o in outcomes.values())
+        out["changes already in effect (no-ops)"] = sum(o == {"noop"} for o in outcomes.values())
+        if any("reverted" in o for o in outcomes.values()):
+            out["changes reverted"] = sum("reverted" in o for o in outcomes.values())
         by_change: dict[str, int] = {}
         for r in rows:
             if r["outcome"] == "applied" and r["rows_affected"]:
