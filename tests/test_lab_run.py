@@ -99,6 +99,11 @@ def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyP
         with db.connect(target) as conn:
             assert db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = %s and outcome = 'applied'", (run_id,)) > 0
 
+        again = run_cli("lab", "--dsn", target.conninfo, "--run-id", f"{run_id}-b", "--prepare-only")
+        assert again.returncode == 0 and "the migration already began" in again.stdout, again.stdout + again.stderr
+        assert f"by run {run_id}" in again.stdout and "kbmigrate demo-db --embedded" in again.stdout
+        assert "already began" not in done.stdout
+
         rolled = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
         assert rolled.returncode == 0, rolled.stderr
         assert schema_dump(target) == before["schema"] and checksums(target) == before["data"]
@@ -115,6 +120,28 @@ def test_an_open_kernel_is_named_with_what_to_do(small_demo: Target) -> None:
         done = run_cli("run", "--dsn", small_demo.conninfo, "--only", "00", "--no-progress")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "kbmigrate 02_schema manual-x" in done.stderr and "Shut Down Kernel" in done.stderr, done.stderr
+
+
+def test_lab_never_seals_a_run_jupyterlab_did_not_run(small_demo: Target) -> None:
+    """As root without --allow-root, nothing is prepared (JupyterLab would refuse, saying so only in
+    its log); when JupyterLab fails, the run stays open and unsealed, and the exit is not 0."""
+    before = set(RUNS_DIR.glob("manual-*"))
+    if os.geteuid() == 0:
+        refused = run_cli("lab", "--dsn", small_demo.conninfo, "--no-browser")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--allow-root" in refused.stderr, refused.stderr
+        assert set(RUNS_DIR.glob("manual-*")) == before
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    failed = run_cli("lab", "--dsn", small_demo.conninfo, "--run-id", run_id, "--allow-root", "--no-browser",
+                     env={"JUPYTER_PORT": "not-a-port"})  # JupyterLab cannot start
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr.splitlines()[-1], failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith(f"kbmigrate: JupyterLab exited with code 1 before it was shut down; run {run_id}")
+    assert f"on database {small_demo.label}" in failed.stdout
+    record = json.loads((RUNS_DIR / run_id / "manifest.json").read_text())
+    assert record["status"] == "manual" and not record.get("ended_at")
+    with db.connect(small_demo) as conn:
+        assert not db.scalar(conn, "select to_regclass('kbmigrate.seals') is not null") or \
+            not db.scalar(conn, "select count(*) from kbmigrate.seals where run_id = %s", (run_id,))
+    assert run_cli("lab", "--finish", run_id, "--dsn", small_demo.conninfo).returncode == 0  # kept open: it can be finished
 
 
 def test_finishing_twice_is_refused(server: Target) -> None:

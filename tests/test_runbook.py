@@ -18,7 +18,7 @@ from kbmigrate.dev import demo
 from kbmigrate.run import runner
 from kbmigrate.conninfo import Target, known_secrets
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import REPO_ROOT, SQL_DIR
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR, SQL_DIR
 
 from conftest import drop, new_demo, run_cli
 from oracle import classify_kb, fetch, first_joined_workspace, matches_shared_rule
@@ -189,11 +189,18 @@ def test_the_app_keeps_working(migrated: Any) -> None:
 def test_no_go_stops_before_any_change(server: Target, fresh_db: Target) -> None:
     with db.connect(fresh_db, autocommit=True) as conn:
         conn.execute("create table knowledge_base_content (id uuid primary key, title text)")
-    done = run_cli("run", "--dsn", fresh_db.conninfo, "--no-progress", "--run-id", f"t-nogo-{uuid.uuid4().hex[:6]}")
+    run_id = f"t-nogo-{uuid.uuid4().hex[:6]}"
+    done = run_cli("run", "--dsn", fresh_db.conninfo, "--no-progress", "--run-id", run_id)
     assert done.returncode != 0
     err = done.stderr.strip()
     assert err.startswith("kbmigrate: Step 00_preflight failed: preflight says NO-GO") and "Traceback" not in err
     assert "knowledge_base_content" in err and "00_preflight.ipynb" in err
+    # the report picks out the reason, with no traceback, and does not call isolation proved
+    report = (RUNS_DIR / run_id / "report.html").read_text(encoding="utf-8")
+    no_go = report[report.index('<div class="no-go">'):]
+    assert "knowledge_base_content" in no_go[:no_go.index("</div>")]
+    assert "Traceback" not in report and "File \"" not in report
+    assert '<span class="verdict-neutral">not tested in this run' in report and "1 of 7 steps run" in report
     with db.connect(fresh_db) as conn:
         assert db.scalar(conn, "select to_regnamespace('kbmigrate') is null")
 
