@@ -1,0 +1,142 @@
+"""A hand-stepped run driven as a DBA drives it: `kbmigrate lab`, JupyterLab in a real (headless)
+Chromium, Shift+Enter through the cells. 00_preflight is run to its end and saved (Shift+Enter on
+its last cell leaves an empty cell, as JupyterLab does); 01_backup is run to its end and the
+browser is closed without saving; then File > Shut Down. The run's record says exactly that."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from kbmigrate.conninfo import Target
+from kbmigrate.paths import RUNS_DIR
+
+from conftest import drop, new_demo
+from test_lab import _free_port
+from test_report import CHROMEDRIVER, CHROMIUM
+
+pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+                                reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver)")
+
+
+def _code_cells(path: Path) -> int:
+    return sum(1 for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip())
+
+
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def _wait(what: str, ok: Any, seconds: float = 120) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = ok()
+        if got:
+            return got
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _step_through(browser: Any, url: str, cells: int, *, save: bool) -> None:
+    """Open a notebook, Shift+Enter from its first cell through its last, wait for the kernel."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    browser.get(url)
+    first = _wait("the notebook", lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))[0]
+    _wait("the kernel", lambda: browser.execute_script(
+        "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        "return s && s.getAttribute('data-status') === 'idle';"), 90)
+    ActionChains(browser).move_to_element(first).click().send_keys(Keys.ESCAPE).perform()
+    for _ in range(cells):
+        ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+        time.sleep(0.15)
+
+    def done() -> bool:
+        prompts = [p.text for p in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
+        return bool(prompts) and not any("*" in p for p in prompts) and browser.execute_script(
+            "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+            "return s && s.getAttribute('data-status') === 'idle';")
+    time.sleep(1)
+    _wait("the cells to run", done, 180)
+    if save:
+        ActionChains(browser).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
+        time.sleep(1.5)
+
+
+def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tmp_path: Path) -> None:
+    target = new_demo(server, "kbt_labui")
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    port, token = _free_port(), secrets.token_hex(8)
+    settings = tmp_path / "settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))  # closing unsaved is unsaved
+    env = {**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_TOKEN": token,
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
+    args = ["lab", "--dsn", target.conninfo, "--run-id", run_id, "--no-browser", *(["--allow-root"] if os.geteuid() == 0 else [])]
+    lab = subprocess.Popen([str(Path(sys.executable).parent / "kbmigrate"), *args], env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    browser = None
+    try:
+        def up() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5)
+                return True
+            except OSError:
+                assert lab.poll() is None, lab.communicate()
+                return False
+        _wait("JupyterLab", up, 90)
+        folder = RUNS_DIR / run_id
+        browser = _browser()
+        base = f"http://127.0.0.1:{port}/lab/tree"
+        cells_of = {s: len(nbformat.read(folder / f"{s}.ipynb", as_version=4).cells) for s in ("00_preflight", "01_backup")}
+        _step_through(browser, f"{base}/00_preflight.ipynb?token={token}", cells_of["00_preflight"], save=True)
+        saved = nbformat.read(folder / "00_preflight.ipynb", as_version=4)
+        assert saved.cells[-1].cell_type == "code" and not saved.cells[-1].source  # the empty cell Shift+Enter left
+        _step_through(browser, f"{base}/01_backup.ipynb?token={token}", cells_of["01_backup"], save=False)
+        browser.quit()
+        browser = None
+        assert not any(c.get("execution_count") for c in nbformat.read(folder / "01_backup.ipynb", as_version=4).cells)
+
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/shutdown?token={token}", method="POST")
+        urllib.request.urlopen(request, timeout=30)  # File > Shut Down
+        out, err = lab.communicate(timeout=180)
+        assert lab.returncode == 0, err
+        record = json.loads((folder / "manifest.json").read_text())
+        steps = {s["step"]: s for s in record["steps"]}
+        assert steps["00_preflight"]["status"] == "succeeded" and "warning" not in steps["00_preflight"]
+        assert steps["00_preflight"]["cells"]["run"] == _code_cells(folder / "00_preflight.ipynb")
+        assert steps["01_backup"]["status"] == "succeeded" and "closed without saving" in steps["01_backup"]["warning"]
+        assert steps["01_backup"]["cells"]["run"] == steps["01_backup"]["cells"]["of"] == _code_cells(folder / "01_backup.ipynb")
+        assert all(steps[s]["status"] == "not run" for s in steps if s not in ("00_preflight", "01_backup"))
+        logged = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
+        assert any(e["cell_id"] for e in logged)  # JupyterLab names its cells; the record matched them by id
+        assert "warning: 01_backup: closed without saving" in out and record["backup"]["sha256"]
+    finally:
+        if browser is not None:
+            browser.quit()
+        if lab.poll() is None:
+            lab.terminate()
+            lab.wait(timeout=30)
+        drop(server, target)
