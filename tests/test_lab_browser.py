@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -57,27 +58,40 @@ def _wait(what: str, ok: Any, seconds: float = 120) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen (the one opened before stays in a tab)
+IDLE = (f"const s = document.querySelector('{PANEL} .jp-Notebook-ExecutionIndicator');"
+        "return s && s.getAttribute('data-status') === 'idle';")
+
+
 def _step_through(browser: Any, url: str, cells: int, *, save: bool) -> None:
     """Open a notebook, Shift+Enter from its first cell through its last, wait for the kernel."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.common.action_chains import ActionChains
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     browser.get(url)
-    first = _wait("the notebook", lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"))[0]
-    _wait("the kernel", lambda: browser.execute_script(
-        "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-        "return s && s.getAttribute('data-status') === 'idle';"), 90)
-    ActionChains(browser).move_to_element(first).click().send_keys(Keys.ESCAPE).perform()
+    name = url.split("/")[-1].split("?")[0]
+    _wait(f"{name} on screen", lambda: browser.execute_script(
+        f"const t = document.querySelector('.jp-mod-current .lm-TabBar-tabLabel, .lm-TabBar-tab.jp-mod-current');"
+        f"return t && t.textContent.includes('{name}') && document.querySelector('{PANEL} .jp-Cell');"))
+    _wait("the kernel", lambda: browser.execute_script(IDLE), 90)
+    for _ in range(10):  # JupyterLab may render the cell again while it settles
+        try:
+            first = browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell")[0]
+            ActionChains(browser).move_to_element(first).click().send_keys(Keys.ESCAPE).perform()
+            break
+        except StaleElementReferenceException:
+            time.sleep(0.5)
     for _ in range(cells):
         ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
         time.sleep(0.15)
 
     def done() -> bool:
-        prompts = [p.text for p in browser.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputPrompt")]
-        return bool(prompts) and not any("*" in p for p in prompts) and browser.execute_script(
-            "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
-            "return s && s.getAttribute('data-status') === 'idle';")
+        return bool(browser.execute_script(
+            f"const p = [...document.querySelectorAll('{PANEL} .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);"
+            "return p.length > 0 && !p.some(t => t.includes('*'));")) and bool(browser.execute_script(IDLE))
     time.sleep(1)
     _wait("the cells to run", done, 180)
     if save:
@@ -96,7 +110,7 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
     args = ["lab", "--dsn", target.conninfo, "--run-id", run_id, "--no-browser", *(["--allow-root"] if os.geteuid() == 0 else [])]
     lab = subprocess.Popen([str(Path(sys.executable).parent / "kbmigrate"), *args], env=env, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     browser = None
     try:
         def up() -> bool:
@@ -137,6 +151,6 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
         if browser is not None:
             browser.quit()
         if lab.poll() is None:
-            lab.terminate()
-            lab.wait(timeout=30)
+            os.killpg(lab.pid, signal.SIGTERM)  # kbmigrate, its JupyterLab and their kernels
+            lab.wait(timeout=60)
         drop(server, target)

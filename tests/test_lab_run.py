@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -142,6 +147,61 @@ def test_lab_never_seals_a_run_jupyterlab_did_not_run(small_demo: Target) -> Non
         assert not db.scalar(conn, "select to_regclass('kbmigrate.seals') is not null") or \
             not db.scalar(conn, "select count(*) from kbmigrate.seals where run_id = %s", (run_id,))
     assert run_cli("lab", "--finish", run_id, "--dsn", small_demo.conninfo).returncode == 0  # kept open: it can be finished
+
+
+def _lab_up(small_demo: Target, run_id: str) -> tuple[subprocess.Popen[str], str]:
+    from test_lab import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "kbmigrate"), "lab", "--dsn", small_demo.conninfo,
+                             "--run-id", run_id, "--no-browser", "--allow-root"], text=True, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_TOKEN": "t0ken"})
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token=t0ken", timeout=5)
+            return proc, str(RUNS_DIR / run_id)
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.3)
+
+
+def _jupyter_of(folder: str) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"root_dir={folder}"], capture_output=True, text=True).stdout.split()
+
+
+def test_ctrl_c_in_the_terminal_shuts_jupyterlab_down_and_finishes_the_run(small_demo: Target) -> None:
+    """Ctrl-C reaches the terminal's whole process group: JupyterLab asks, the second shuts it down
+    (exit 130), and kbmigrate, which let it, finishes the run. A SIGTERM to kbmigrate stops its
+    JupyterLab too, never leaving it (and its kernels) behind."""
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    proc, folder = _lab_up(small_demo, run_id)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "JupyterLab was shut down" in out and f"run {run_id} finished" in out, out + err
+        assert json.loads((RUNS_DIR / run_id / "manifest.json").read_text())["ended_at"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    proc, folder = _lab_up(small_demo, run_id)
+    try:
+        assert _jupyter_of(folder)
+        proc.terminate()  # kbmigrate alone
+        proc.communicate(timeout=120)
+        deadline = time.monotonic() + 30
+        while _jupyter_of(folder) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not _jupyter_of(folder), "JupyterLab outlived the kbmigrate lab that started it"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _jupyter_of(folder):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_finishing_twice_is_refused(server: Target) -> None:

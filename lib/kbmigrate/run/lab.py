@@ -113,21 +113,33 @@ def begun(target: Target) -> dict[str, Any] | None:
         return gates.first_change(conn)
 
 
+# How JupyterLab exits when it was shut down: File > Shut Down (0), Ctrl-C twice in its terminal (130)
+SHUT_DOWN = (0, 130, -signal.SIGINT)
+
+
 def open_lab(target: Target, folder: Path, *, allow_root: bool = False, lab_args: Sequence[str] = ()) -> None:
     """JupyterLab on the run folder, its kernels pointed at the target; returns when it is shut
-    down. Ctrl-C goes to JupyterLab alone (it asks, then shuts down), so the run is still finished.
+    down. Ctrl-C goes to JupyterLab alone (it asks, then shuts down), so the run is still finished;
+    a SIGTERM or SIGHUP to kbmigrate is passed on to JupyterLab, which ends its kernels.
     JupyterLab ending with an error raises LabFailed: the run stays open, nothing is sealed."""
     with runner.kernel_environment(target):
         env = dict(os.environ)
     env[db.SESSION_LOG] = str(folder / "sessions.jsonl")  # the kernels list their sessions there, as in a headless run
     argv = [str(Path(sys.executable).parent / "jupyter"), "lab", f"--ServerApp.root_dir={folder}",
             *(["--allow-root"] if allow_root else []), *lab_args]
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    proc = subprocess.Popen(argv, env=env, cwd=folder, preexec_fn=_default_sigint)
+
+    def pass_on(signum: int, frame: Any) -> None:  # a kbmigrate stopped stops its JupyterLab (and so its kernels)
+        proc.send_signal(signum)
+
+    before = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, pass_on), (signal.SIGHUP, pass_on))}
     try:
-        code = subprocess.Popen(argv, env=env, cwd=folder, preexec_fn=_default_sigint).wait()
+        code = proc.wait()
     finally:
-        signal.signal(signal.SIGINT, before)
-    if code != 0:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if code not in SHUT_DOWN:
         raise LabFailed(code=code, run=folder.name, folder=shown(folder))
 
 
