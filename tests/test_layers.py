@@ -107,3 +107,13 @@ def test_the_cli_offers_the_demos_sizes() -> None:
     from kbmigrate.dev import demo
 
     assert cli.SIZES == list(demo.SIZES)
+
+
+def test_the_kernels_api_does_not_import_nbformat() -> None:
+    """Every step's kernel imports kbmigrate.runbook first; nbformat (through jsonschema) adds about
+    two seconds to each of them, so the kernel's side never imports it (cells.py reads notebooks
+    lazily, on the finishing side)."""
+    done = subprocess.run([sys.executable, "-c", "import sys, kbmigrate.runbook; print(sorted(m for m in sys.modules "
+                           "if m.split('.')[0] in ('nbformat', 'jsonschema', 'nbconvert', 'papermill')))"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 LOG = "cells.jsonl"
 _installed: dict[str, Any] = {}
 
@@ -111,6 +109,8 @@ class Ran:
 
 def ran(notebook: Path, step: str, log: list[dict[str, Any]]) -> Ran:
     """What ``log`` says of ``notebook``'s code cells (see the module's docstring)."""
+    import nbformat  # here, not at the top: the kernels import this module, and nbformat costs them seconds
+
     nb = nbformat.read(notebook, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     mine = [e for e in log if e.get("step") == step]
