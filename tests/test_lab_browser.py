@@ -25,7 +25,7 @@ from kbmigrate.paths import RUNS_DIR
 
 from conftest import drop, new_demo
 from test_lab import _free_port
-from test_report import CHROMEDRIVER, CHROMIUM
+from test_report import CHROMEDRIVER, CHROMIUM, chromium
 
 pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
                                 reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver)")
@@ -33,19 +33,6 @@ pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(
 
 def _code_cells(path: Path) -> int:
     return sum(1 for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code" and c.source.strip())
-
-
-def _browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
 def _wait(what: str, ok: Any, seconds: float = 120) -> Any:
@@ -122,7 +109,7 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
                 return False
         _wait("JupyterLab", up, 90)
         folder = RUNS_DIR / run_id
-        browser = _browser()
+        browser = chromium("1400,1000")
         base = f"http://127.0.0.1:{port}/lab/tree"
         cells_of = {s: len(nbformat.read(folder / f"{s}.ipynb", as_version=4).cells) for s in ("00_preflight", "01_backup")}
         _step_through(browser, f"{base}/00_preflight.ipynb?token={token}", cells_of["00_preflight"], save=True)

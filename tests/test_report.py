@@ -91,19 +91,25 @@ def test_a_notebook_cut_short_by_a_kill_still_gives_a_report(run_with_report: An
 
 @pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
                     reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver; .ci/run does)")
-def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
+def chromium(size: str = "1280,900") -> Any:
+    """A headless Chromium through chromedriver, as the browser tests use it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
-    _, run_id, report = run_with_report
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900"):
+                 f"--window-size={size}"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    _, run_id, report = run_with_report
+    browser = chromium()
     try:
         browser.get(report.resolve().as_uri())
         summary = browser.find_element(By.ID, "summary")

@@ -7,7 +7,6 @@ import difflib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 # nbformat (papermill's, jupytext's) validates with jsonschema, which, when rfc3987-syntax is
