@@ -149,6 +149,18 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         browser.quit()
 
 
+def test_a_chart_only_where_it_has_something_to_show(run_with_report: Any) -> None:
+    """The demo's backfill is one batch: its throttle chart would be empty axes; it is a sentence."""
+    import nbformat
+
+    _, run_id, _ = run_with_report
+    nb = nbformat.read(RUNS_DIR / run_id / "03_backfill.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "batches.plot" in c.source)
+    assert not any("image/png" in o.get("data", {}) for o in cell.outputs), "a chart of one batch"
+    assert "nothing for the throttle to adapt" in json.dumps(cell.outputs)
+    assert "the throttle acted after 0" not in json.dumps([c.get("outputs", []) for c in nb.cells])
+
+
 def _record(status: str, steps: dict[str, str], **more: Any) -> dict[str, Any]:
     return {"run_id": "r", "status": status, "target": {}, "plan": [f"0{i}_x" for i in range(7)],
             "steps": [{"step": k, "notebook": f"runs/r/{k}.ipynb", "status": v} for k, v in steps.items()], **more}
