@@ -279,7 +279,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print(f"hand-stepped run {run_id} on database {target.label}: the notebooks to step through are in {shown(folder)}/")
     begun = lab.begun(target)
     if begun:
-        print(f"note: the migration already began on {target.label} (change {begun['change']} by run {begun['run_id']}): "
+        print(f"note: the migration already began on {target.label} (change '{begun['change']}' by run {begun['run_id']}): "
               "its steps will find their changes done. To step through it from the start on the demo, rebuild the "
               "demo database first: kbmigrate demo-db --embedded (then make lab again)")
     if args.prepare_only:
