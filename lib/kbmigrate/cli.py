@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -285,9 +286,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.prepare_only:
         print(f"when done: kbmigrate lab --finish {run_id}")
         return 0
-    lab.open_lab(target, folder, allow_root=args.allow_root, lab_args=["--no-browser"] if args.no_browser else [])
-    print("JupyterLab was shut down.")
-    _lab_finished(lab.finish(target, run_id))
+    # Ctrl-C is JupyterLab's to shut down with; one more, after it has gone, must not cut the finish short
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        lab.open_lab(target, folder, allow_root=args.allow_root, lab_args=["--no-browser"] if args.no_browser else [])
+        print("JupyterLab was shut down.")
+        _lab_finished(lab.finish(target, run_id))
+    finally:
+        signal.signal(signal.SIGINT, before)
     return 0
 
 
