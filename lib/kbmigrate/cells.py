@@ -14,12 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kbmigrate.paths import append_json_line
 
 LOG = "cells.jsonl"
 _installed: dict[str, Any] = {}
@@ -30,10 +31,7 @@ def sha(source: str) -> str:
 
 
 def _write(folder: Path, line: dict[str, Any]) -> None:
-    path = folder / LOG
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as out:
-        out.write(json.dumps(line, default=str) + "\n")
+    append_json_line(folder / LOG, line)
 
 
 def _line(step: str, source: str, *, ok: bool, error: str | None, cell_id: str | None, count: int | None,

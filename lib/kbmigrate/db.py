@@ -11,7 +11,6 @@ the evidence that no session of the run could wait without limit.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from psycopg.rows import dict_row
 
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import AuthenticationFailed, DatabaseMissing, ServerUnreachable
+from kbmigrate.paths import append_json_line
 
 APPLICATION_NAME = "kbmigrate"
 SESSION_LOG = "KBMIGRATE_SESSION_LOG"
@@ -81,13 +81,8 @@ def log_session(**entry: Any) -> None:
     path = os.environ.get(SESSION_LOG)
     if not path:
         return
-    entry = {"utc": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "os_pid": os.getpid(), **entry}
-    old = os.umask(0o077)
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, default=str) + "\n")
-    finally:
-        os.umask(old)
+    append_json_line(path, {"utc": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "os_pid": os.getpid(),
+                            **entry})
 
 
 def terminate(conn: psycopg.Connection[Any], application_name: str) -> list[int]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 SQL_DIR: Path = REPO_ROOT / "sql"
@@ -39,3 +41,10 @@ def from_evidence(name: str) -> Path:
     """The path a piece of evidence names (``shown``'s inverse)."""
     path = Path(name)
     return path if path.is_absolute() else REPO_ROOT / path
+
+
+def append_json_line(path: Path | str, entry: dict[str, Any]) -> None:
+    """One JSON line at the end of a run's log (sessions.jsonl, cells.jsonl), readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry, default=str) + "\n")
