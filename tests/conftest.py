@@ -119,9 +119,10 @@ def pytest_configure(config: pytest.Config) -> None:
 # The files that take longest, first: pytest-xdist (``--dist loadfile``: each file on one worker,
 # its module fixtures built once, its tests in order) hands files out in collection order, so
 # the long ones start at once and the short ones fill the gaps (from `pytest --durations`).
-LONGEST_FIRST = ["test_rollback", "test_runbook", "test_never_hang", "test_never_hang_late", "test_crash_cli", "test_interrupt",
-                 "test_secrets_and_errors", "test_evidence", "test_report", "test_lab_run", "test_bench", "test_crash",
-                 "test_legacy_sources", "test_nbval", "test_isolation", "test_cli", "test_conninfo"]
+LONGEST_FIRST = ["test_runbook", "test_lab_run", "test_crash_cli", "test_evidence", "test_never_hang", "test_rollback",
+                 "test_secrets_and_errors", "test_crash", "test_lab_browser", "test_interrupt", "test_bench", "test_report",
+                 "test_never_hang_late", "test_legacy_sources", "test_connection_lost", "test_nbval", "test_gates",
+                 "test_conninfo", "test_isolation", "test_lock_timeout", "test_supabase_no_go", "test_lab"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,10 +25,9 @@ from kbmigrate.paths import RUNS_DIR
 
 from conftest import drop, new_demo
 from test_lab import _free_port
-from test_report import CHROMEDRIVER, CHROMIUM, chromium
+from test_report import NO_BROWSER, chromium, have_browser
 
-pytestmark = pytest.mark.skipif(not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-                                reason="no Chromium and chromedriver here (Debian: apt install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(not have_browser(), reason=NO_BROWSER)
 
 
 def _code_cells(path: Path) -> int:
