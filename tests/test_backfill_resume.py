@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kbmigrate import db
-from kbmigrate.engine import backfill, ledger
+from kbmigrate.engine import backfill, failpoint
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.plan import for_step
@@ -38,19 +38,19 @@ def test_interrupted_backfill_resumes_to_the_same_result(server: Target, monkeyp
             apply_step(cb, "02_schema", params, "setup-b", progress=False)
             backfill.run(cb, change, params, "setup-b", progress=False)
 
-            real_record = ledger.record
+            real_reach = failpoint.reach
             calls = {"n": 0}
 
-            def crash_on_fourth(*args: Any, **kwargs: Any) -> None:
+            def crash_on_fourth(name: str) -> None:
                 calls["n"] += 1
                 if calls["n"] == 4:
                     raise KeyboardInterrupt  # the operator's Ctrl-C, in the middle of batch 4
-                real_record(*args, **kwargs)
+                real_reach(name)
 
-            monkeypatch.setattr(ledger, "record", crash_on_fourth)
+            monkeypatch.setattr(failpoint, "reach", crash_on_fourth)
             with pytest.raises(KeyboardInterrupt):
                 backfill.run(ca, change, params, "interrupted", progress=False)
-            monkeypatch.setattr(ledger, "record", real_record)
+            monkeypatch.setattr(failpoint, "reach", real_reach)
             done_before_crash = _batches(ca, "interrupted")
             assert len(done_before_crash) == 3  # batch 4 rolled back with its ledger row
             assert sum(r["rows_affected"] for r in done_before_crash) > 0

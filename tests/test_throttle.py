@@ -157,8 +157,10 @@ def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) ->
         assert sizes[0] == 200 and sizes[1] == max(MIN_BATCH, int(200 * max(0.25, min(0.5, 0.001 / first["seconds"]))))
         assert min(sizes) == MIN_BATCH and len(sizes) > 888 // 200 + 1, sizes
         assert all(b <= a for a, b in zip(sizes, sizes[1:])), sizes  # it only ever backed off
-        assert all(r["detail"]["pause"] > 0 and r["detail"]["present"] >= 1 for r in rows)
-        assert all(r["detail"]["pause"] <= 0.05 for r in rows)
+        assert all(r["detail"]["present"] >= 1 for r in rows)
+        assert rows[0]["detail"]["pause_before"] == 0  # each pause is recorded with the batch it came before
+        assert all(r["detail"]["pause_before"] > 0 for r in rows[1:])
+        assert all(r["detail"]["pause_before"] <= 0.05 for r in rows)
         with db.connect(plain) as conn:
             plain_sizes = [r["s"] for r in db.rows(conn, "select (detail ->> 'size')::int as s from kbmigrate.ledger "
                                                          "where change = 'backfill_workspace_ids'")]

@@ -34,6 +34,10 @@ class Target:
     def with_database(self, dbname: str) -> "Target":
         return Target(make_conninfo(self.conninfo, dbname=dbname), self.source, self.secrets)
 
+    def via(self, host: str, port: int) -> "Target":
+        """The same database reached through ``host:port`` (a proxy in front of the server)."""
+        return Target(make_conninfo(self.conninfo, host=host, port=str(port)), self.source, self.secrets)
+
     @property
     def params(self) -> dict[str, str]:
         """Connection parameters without secrets, filled from the libpq environment."""

@@ -1,9 +1,9 @@
 """Apply the plan's changes: verify first (already done -> no-op), deploy, verify, ledger.
 
 Each change is one transaction of ``transaction.in_transaction`` (timeouts, bound settings,
-bounded lock retries, its ledger row in the same transaction). ``notx`` changes (CREATE INDEX
-CONCURRENTLY) run outside a transaction and are ledgered right after, in a transaction that
-re-runs their verify.
+bounded lock retries, its ledger row in the same transaction, one round trip). ``notx`` changes
+(CREATE INDEX CONCURRENTLY) run outside a transaction and are ledgered right after, in a
+transaction that re-runs their verify.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine import transaction
-from kbmigrate.engine.transaction import Done, error_text
+from kbmigrate.engine.transaction import Work, error_text
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
 
@@ -57,12 +56,10 @@ def composed(change: Change, params: RunParams) -> str | sql.Composed:
 
 def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunParams,
                   settings: dict[str, str]) -> tuple[bool, str]:
-    """Run the change's verify script in a transaction that is always rolled back. A verify that
-    could not get its lock, or ran out of time, has no verdict: that error goes on up."""
+    """Run the change's verify script in a transaction that is always rolled back (one round trip).
+    A verify that could not get its lock, or ran out of time, has no verdict: that error goes on up."""
     try:
-        with conn.transaction(force_rollback=True):
-            transaction.begin(conn, params, settings)
-            conn.execute(read_sql(change.verify))
+        transaction.verify_in_effect(conn, params, settings, read_sql(change.verify))
         return True, ""
     except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
         raise
@@ -91,14 +88,14 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     deploy = composed(change, params)
     sha = change.sha256()
 
-    def as_change(work: Callable[[], Done]) -> Done:
+    def as_change(work: Work) -> int:
         return transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
                                           sha=sha, settings=settings, work=work)
 
     def ledger_only(detail: dict[str, Any]) -> Outcome:
         if change.name != "ledger" and not ledger.exists(conn):
             raise StepFailed(step=change.step, change=change.name, reason="the ledger does not exist; run 02_schema first")
-        as_change(lambda: Done(0, "noop", detail))
+        as_change(Work(None, outcome="noop", detail=detail, rows=0))
         return Outcome(change.name, "noop", 0, time.monotonic() - started, detail)
 
     reason = skip_reason(conn, change, params)
@@ -108,8 +105,8 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     if already and change.has("notx"):
         built_by = _started_unrecorded(conn, change)
         if built_by:  # this migration built it; the run that did stopped before recording it
-            as_change(lambda: Done(0, "applied", {"notx": True, "built_by_run": built_by,
-                                                  "recorded": "by a later attempt: the build was complete"}))
+            as_change(Work(None, detail={"notx": True, "built_by_run": built_by,
+                                         "recorded": "by a later attempt: the build was complete"}, rows=0))
             return Outcome(change.name, "applied", 0, time.monotonic() - started, {"built_by_run": built_by})
     if already:
         detail: dict[str, Any] = {"already": "verify passed before deploy"}
@@ -119,35 +116,25 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
                 detail["accepted_sql_change"] = {"applied_with": edited[0]["applied_with"], "file_now": sha}
         return ledger_only(detail)
 
-    def deploy_and_verify() -> Done:
-        count = conn.execute(deploy).rowcount
-        conn.execute(read_sql(change.verify))
-        return Done(max(count, 0))
-
-    def verify_after_notx() -> Done:
-        conn.execute(read_sql(change.verify))
-        return Done(0, detail={"notx": True})
-
+    text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
     try:
         if change.has("notx"):  # outside a transaction; its intent ledgered before, its outcome right after
             _record_started(conn, change, sha, params, run_id)
             transaction.with_lock_retries(params, change.step, change.name,
                                           lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
-            done = as_change(verify_after_notx)
+            rows = as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0))
         else:
-            done = as_change(deploy_and_verify)
+            rows = as_change(Work(text, read_sql(change.verify)))
     except psycopg.Error as exc:
         record_failure(conn, run_id, change, sha, exc, params)
         raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
-    return Outcome(change.name, "applied", done.rows, time.monotonic() - started)
+    return Outcome(change.name, "applied", max(rows, 0), time.monotonic() - started)
 
 
 def _record_started(conn: psycopg.Connection[Any], change: Change, sha: str, params: RunParams, run_id: str) -> None:
     """Before a build outside any transaction: the ledger says it began (and who began it)."""
-    with conn.transaction():
-        transaction.begin(conn, params)
-        ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                      rows_affected=None, outcome="started", detail={"notx": True})
+    transaction.record(conn, params, run_id=run_id, step=change.step, change=change.name, sha=sha,
+                       outcome="started", detail={"notx": True})
 
 
 def _started_unrecorded(conn: psycopg.Connection[Any], change: Change) -> str | None:
@@ -192,10 +179,8 @@ def record_failure(conn: psycopg.Connection[Any], run_id: str, change: Change, s
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
         if ledger.exists(conn):
-            with conn.transaction():
-                transaction.begin(conn, params)
-                ledger.record(conn, run_id=run_id, step=change.step, change=change.name, sql_sha256=sha,
-                              rows_affected=None, outcome="failed",
-                              detail={"sqlstate": getattr(exc, "sqlstate", None), "error": error_text(exc)})
+            transaction.record(conn, params, run_id=run_id, step=change.step, change=change.name, sha=sha,
+                               outcome="failed", detail={"sqlstate": getattr(exc, "sqlstate", None),
+                                                         "error": error_text(exc)})
     except psycopg.Error:
         pass

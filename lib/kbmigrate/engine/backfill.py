@@ -1,7 +1,10 @@
 """The batched backfill: many short transactions, a progress bar, resumable by construction.
 
 Each batch takes the next ``batch_size`` entries (by id) that still have no workspace and are
-not shared, decides them, and writes its ledger row, all in one transaction. The state lives in
+not shared, decides them, measures what it costs the others while it holds its row locks, and
+writes its ledger row, all in one transaction and one round trip (``sql/engine/batch.sql``).
+The throttle's decision after a batch is recorded in the next batch's row: its size, why, and
+the pause before it. The state lives in
 the data itself, so after an interruption a new run simply starts over and finds only the
 entries not yet done (plus the quarantined ones, which it leaves as they are).
 """
@@ -23,7 +26,6 @@ from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine.throttle import Throttle
 from kbmigrate.engine import gates, transaction
-from kbmigrate.engine.transaction import Done
 
 ZERO_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -42,39 +44,30 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
     totals = {"batches": 0, "scanned": 0, "shared": 0, "assigned": 0, "quarantined": 0, "updated": 0,
               "max_batch_seconds": 0.0}
     after = ZERO_ID
+    reason, pause_before = "the first batch: batch_size", 0.0
     throttle = Throttle.for_params(params)
     probe = read_sql("report/throttle_probe.sql")
     # on stdout: in a notebook (and its report) the bar reads as progress, not as an error on stderr
     with tqdm(total=pending(conn), desc="backfill", unit="entry", disable=not progress, file=sys.stdout) as bar:
         while True:
             size = throttle.size
-
-            def batch() -> Done:
-                t0 = time.monotonic()
-                row = db.rows(conn, text)[0]
-                held = time.monotonic() - t0
-                cost = db.rows(conn, probe)[0]  # while this batch still holds its row locks
-                decided = throttle.after_batch(held, int(cost["waiting"]), int(cost["active"]), int(cost["present"]))
-                detail = {k: row[k] for k in ("scanned", "shared", "assigned", "quarantined", "newly_quarantined")}
-                detail.update(batch=totals["batches"] + 1, size=size, seconds=decided.seconds, waiting=decided.waiting,
-                              active=decided.active, present=decided.present, next_size=decided.next_size, pause=decided.pause, why=decided.why)
-                changed = row["updated"] + row["newly_quarantined"]
-                return Done(row["updated"], "applied" if changed else "noop", detail, value=row)
-
+            detail = {"batch": totals["batches"] + 1, "size": size, "why": reason, "pause_before": pause_before}
             t0 = time.monotonic()
             try:
-                row = transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
-                                                 sha=sha, work=batch,
-                                                 settings={**settings, "kbmigrate.after_id": after,
-                                                           "kbmigrate.batch_size": str(size)}).value
+                row = transaction.batch_in_transaction(
+                    conn, params, run_id=run_id, step=change.step, change=change.name, sha=sha, batch=text,
+                    probe=probe, detail=detail,
+                    settings={**settings, "kbmigrate.after_id": after, "kbmigrate.batch_size": str(size)})
             except psycopg.Error as exc:
                 record_failure(conn, run_id, change, sha, exc, params)
                 raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
-            row["seconds"] = time.monotonic() - t0
+            decided = throttle.after_batch(float(row["seconds"]), int(row["waiting"]), int(row["active"]),
+                                           int(row["present"]))
+            reason, pause_before = decided.why, decided.pause
             totals["batches"] += 1
             for key in ("scanned", "shared", "assigned", "quarantined", "updated"):
                 totals[key] += int(row[key])
-            totals["max_batch_seconds"] = max(totals["max_batch_seconds"], round(row["seconds"], 3))
+            totals["max_batch_seconds"] = max(totals["max_batch_seconds"], round(time.monotonic() - t0, 3))
             bar.update(int(row["scanned"]))
             if row["scanned"] < size or row["last_id"] is None:
                 break

@@ -13,7 +13,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import SQL_DIR, read_sql
 from kbmigrate.engine.plan import Change, load, sha256_text
 from kbmigrate.engine import transaction
-from kbmigrate.engine.transaction import Done
+from kbmigrate.engine.transaction import Work
 
 
 def revertible(params: RunParams) -> dict[str, Change]:
@@ -44,12 +44,10 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
     for change in expand(name, params):
         text = read_sql(change.revert)
         started = time.monotonic()
-
-        def undo(text: str = text) -> Done:
-            return Done(max(conn.execute(text).rowcount, 0), "reverted")
         try:
             transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
-                                       sha=sha256_text(text), settings=change.settings(), work=undo)
+                                       sha=sha256_text(text), settings=change.settings(),
+                                       work=Work(text, outcome="reverted"))
         except psycopg.Error as exc:
             raise transaction.stopped(conn, exc, step="revert", change=change.name, run_id=run_id) from None
         out.append({"change": change.name, "outcome": "reverted", "seconds": round(time.monotonic() - started, 3)})

@@ -3,18 +3,23 @@ migrations: apply a step and record it in one transaction).
 
 1. bounded lock retries: a change that cannot get its lock within ``lock_timeout`` is tried
    again, ``lock_retries`` times, with backoff, then stops naming the lock;
-2. one transaction whose first statements set the step's ``lock_timeout`` and
+2. one transaction whose first statement sets the step's ``lock_timeout`` and
    ``statement_timeout`` and the bound settings the SQL files read with ``current_setting()``
    (all transaction-local: nothing outlives the transaction);
-3. the change's work;
-4. its ledger row, in that same transaction: the change and its record commit or fail together.
+3. the change's work and its ledger row, in that same transaction, in one statement on the
+   server (``sql/engine/change.sql``): the change and its record commit or fail together;
+4. all of it, BEGIN to COMMIT, sent in one pipeline: **one round trip**. No lock the change
+   takes on an application table is held while the network is in between: a server 150 ms away
+   holds it for the work's own time, as one on loopback does.
 
-The rollback (``backup/restore.py``) uses 2-4 without 1: its restore streams from pg_restore and
-cannot be replayed. ``run_file`` serves the development tooling (demo data, compat layer).
+The rollback (``backup/restore.py``) uses 2 and its own ledger row without 1: its restore streams
+from pg_restore and cannot be replayed. ``run_file`` serves the development tooling (demo data,
+compat layer).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from kbmigrate.engine import blockers, failpoint, ledger
+from kbmigrate.engine import blockers, failpoint
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import Blocked, ConnectionLost, KbError, StepFailed
 from kbmigrate.paths import read_sql
@@ -32,13 +37,20 @@ T = TypeVar("T")
 
 
 @dataclass
-class Done:
-    """What a change's work did: its ledger row's rows, outcome and detail (and, for the caller, a value)."""
+class Work:
+    """A change's work, sent whole: its deploy script, then its verify script (``None``: not run),
+    then its ledger row with ``outcome`` and ``detail``; ``rows``: the row's rows_affected
+    (``None``: the deploy's row count)."""
 
-    rows: int | None
+    deploy: str | None
+    verify: str | None = None
     outcome: str = "applied"
     detail: dict[str, Any] = field(default_factory=dict)
-    value: Any = None
+    rows: int | None = None
+
+
+# The server-side halves of a change's statement, created in the transaction that calls them.
+FUNCTIONS = ("engine/change.sql", "engine/batch.sql")
 
 
 def error_text(exc: psycopg.Error) -> str:
@@ -55,12 +67,71 @@ def stopped(conn: psycopg.Connection[Any], exc: psycopg.Error, *, step: str, cha
 
 
 def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None = None) -> None:
-    """The first statements of a change's transaction: its timeouts, then the bound settings
-    (values are bound, never formatted into the SQL)."""
-    conn.execute("select set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                 (params.lock_timeout, params.statement_timeout))
-    for name, value in (settings or {}).items():
-        conn.execute("select set_config(%s, %s, true)", (name, value))
+    """The first statement of a change's transaction: its timeouts and the bound settings, all
+    transaction-local, in one statement (values are bound, never formatted into the SQL)."""
+    names = ["lock_timeout", "statement_timeout", *(settings or {})]
+    values = [params.lock_timeout, params.statement_timeout, *(settings or {}).values()]
+    conn.execute("select count(set_config(name, value, true)) from unnest(%s::text[], %s::text[]) as s(name, value)",
+                 (names, values), prepare=False)
+
+
+def ledger_row(*, run_id: str, step: str, change: str, sha: str, outcome: str, detail: dict[str, Any],
+               rows: int | None) -> str:
+    """A ledger row as the server-side statement takes it (one bound JSON value)."""
+    row: dict[str, Any] = {"run_id": run_id, "step": step, "change": change, "sql_sha256": sha, "outcome": outcome,
+                           "detail": detail}
+    if rows is not None:
+        row["rows_affected"] = rows
+    return json.dumps(row, default=str)
+
+
+def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
+                   query: str, args: tuple[Any, ...], *, crash_point: str | None = None,
+                   rollback: bool = False) -> Any:
+    """BEGIN, ``begin``'s settings, the server-side functions, ``query`` and COMMIT (ROLLBACK when
+    ``rollback``) in one pipeline: the server gets all of it before the client waits for anything.
+    Returns the first column of ``query``'s row. ``crash_point``: the failpoint reached with the
+    work sent and COMMIT not yet."""
+    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
+        raise RuntimeError("a change needs an autocommit connection outside any transaction: it sends BEGIN and COMMIT itself")
+    early: psycopg.Error | None = None  # the server's error, when it came back while the rest was being sent
+    try:
+        # BEGIN and COMMIT by hand: psycopg's conn.transaction() syncs with the server on entering
+        # and leaving a pipeline, 4 round trips instead of 1. An error makes the server skip the
+        # rest up to the pipeline's Sync (COMMIT included); it is raised once, whenever it arrives.
+        # Never prepared (psycopg prepares a statement run 5 times): a prepared call would name the
+        # function of a transaction rolled back since.
+        try:
+            with conn.pipeline():
+                try:
+                    conn.execute("begin", prepare=False)
+                    begin(conn, params, settings)
+                    for name in FUNCTIONS:
+                        conn.execute(read_sql(name), prepare=False)
+                    cursor = conn.execute(query, args, prepare=False)
+                    if crash_point:
+                        failpoint.reach(crash_point)  # a crash test's power cut: the work and its record sent, before COMMIT
+                    conn.execute("rollback" if rollback else "commit", prepare=False)
+                except psycopg.Error as exc:
+                    early = exc
+        except psycopg.errors.PipelineAborted:
+            if early is None:
+                raise
+        if early is not None:
+            raise early.with_traceback(None)
+    except BaseException:
+        if not conn.broken and conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            conn.execute("rollback")
+        raise
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def verify_in_effect(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
+                     verify: str) -> None:
+    """Run a verify script in one round trip, in a transaction that is always rolled back; raises
+    when the change is not in effect."""
+    one_round_trip(conn, params, settings, "select pg_temp.kbmigrate_change(null, %s, null)", (verify,), rollback=True)
 
 
 def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "",
@@ -84,20 +155,33 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
 
 
 def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
-                   sha: str, work: Callable[[], Done], settings: dict[str, str] | None = None) -> Done:
-    """Do ``work`` as one change (1-4 above) and return what it did."""
-    if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise RuntimeError(f"{change} must run in a transaction of its own; the connection is inside one")
+                   sha: str, work: Work, settings: dict[str, str] | None = None) -> int:
+    """Do ``work`` as one change (1-4 above); returns the deploy's row count."""
+    row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=work.outcome, detail=work.detail,
+                     rows=work.rows)
+    return int(with_lock_retries(params, step, change, lambda: one_round_trip(
+        conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb)", (work.deploy, work.verify, row),
+        crash_point=change), run_id, conn))
 
-    def attempt() -> Done:
-        with conn.transaction():
-            begin(conn, params, settings)
-            done = work()
-            ledger.record(conn, run_id=run_id, step=step, change=change, sql_sha256=sha,
-                          rows_affected=done.rows, outcome=done.outcome, detail=done.detail)
-            failpoint.reach(change)  # a crash test's power cut: after the work and its record, before COMMIT
-            return done
-    return with_lock_retries(params, step, change, attempt, run_id, conn)
+
+def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
+                         sha: str, batch: str, probe: str, detail: dict[str, Any], settings: dict[str, str]) -> dict[str, Any]:
+    """One batch of a batched change as one change (1-4 above): the batch's statement, the probe of
+    what it costs the others while its row locks are held, and its ledger row (``detail`` with the
+    batch's figures added); returns the batch's row with the probe's figures and its seconds."""
+    row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome="applied", detail=detail, rows=None)
+    return dict(with_lock_retries(params, step, change, lambda: one_round_trip(
+        conn, params, settings, "select pg_temp.kbmigrate_batch(%s, %s, %s::jsonb)", (batch, probe, row),
+        crash_point=change), run_id, conn))
+
+
+def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str, sha: str,
+           outcome: str, detail: dict[str, Any], rows: int | None = None) -> None:
+    """A ledger row alone, in a transaction of its own (one round trip, no lock retries): a build's
+    intent before it starts, a failure after its change was rolled back."""
+    one_round_trip(conn, params, None, "select pg_temp.kbmigrate_change(null, null, %s::jsonb)",
+                   (ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=outcome, detail=detail,
+                               rows=rows),))
 
 
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,
