@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,13 +121,37 @@ def classify_connect_error(target: Target, exc: psycopg.OperationalError) -> Exc
     return ServerUnreachable(target=target.label, reason=reason)
 
 
+# Set while this process has a statement in flight on the server (``in_flight``): the lock
+# watchers of engine/blockers.py look only then, so that a run far from its server pays no round
+# trips for them while nothing could be waiting.
+BUSY = threading.Event()
+_in_flight = [0]
+_flight_lock = threading.Lock()
+
+
+@contextmanager
+def in_flight() -> Iterator[None]:
+    """Around work on the server that could wait for a lock (a query, a change, pg_dump)."""
+    with _flight_lock:
+        _in_flight[0] += 1
+        BUSY.set()
+    try:
+        yield
+    finally:
+        with _flight_lock:
+            _in_flight[0] -= 1
+            if not _in_flight[0]:
+                BUSY.clear()
+
+
 def scalar(conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any = None) -> Any:
-    row = conn.execute(query, params).fetchone()
+    with in_flight():
+        row = conn.execute(query, params).fetchone()
     return None if row is None else row[0]
 
 
 def rows(conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
+    with in_flight(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return cur.fetchall()
 

@@ -43,8 +43,16 @@ def from_evidence(name: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def append_json_line(path: Path | str, entry: dict[str, Any]) -> None:
-    """One JSON line at the end of a run's log (sessions.jsonl, cells.jsonl), readable by its owner only."""
+WAITS_LOG = "waits.log"  # a run's lock waits, as its kernels' watchers said them
+
+
+def append_line(path: Path | str, line: str) -> None:
+    """One line at the end of a run's log, readable by its owner only (one write: whole lines)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
-        out.write(json.dumps(entry, default=str) + "\n")
+        out.write(line.replace("\n", " ") + "\n")
+
+
+def append_json_line(path: Path | str, entry: dict[str, Any]) -> None:
+    """One JSON line at the end of a run's log (sessions.jsonl, cells.jsonl), readable by its owner only."""
+    append_line(path, json.dumps(entry, default=str))

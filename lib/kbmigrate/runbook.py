@@ -22,7 +22,7 @@ from kbmigrate import cells, conninfo, db, errors
 from kbmigrate.engine import blockers, ledger, lock
 from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, StepStopped, TooSlow
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import RUNS_DIR, read_sql
+from kbmigrate.paths import RUNS_DIR, WAITS_LOG, append_line, read_sql
 from kbmigrate.engine.steps import apply_step
 
 PARAM_NAMES = tuple(RunParams().as_dict())
@@ -57,6 +57,9 @@ class Step:
     def _waiting(self, line: str) -> None:
         self.waits.append(line)
         print(line, flush=True)
+        folder = RUNS_DIR / self.run_id
+        if folder.is_dir():  # a headless run's terminal shows it too (blockers.relayed)
+            append_line(folder / WAITS_LOG, f"{self.step}: {line}")
 
     def __repr__(self) -> str:
         return f"<step {self.step} of run {self.run_id} on {self.target.label}>"
@@ -80,11 +83,19 @@ class Step:
         """A query (or ``report/x.sql`` under sql/) as a table."""
         self.going_on()
         text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
-        return pd.DataFrame(db.rows(self.conn, text, params))
+        with blockers.in_flight():
+            return pd.DataFrame(db.rows(self.conn, text, params))
+
+    def execute(self, query: str, params: Any = None) -> int:
+        """A statement that returns no rows (e.g. a temporary table of this step's own); its row count."""
+        self.going_on()
+        with blockers.in_flight():
+            return self.conn.execute(query, params).rowcount
 
     def scalar(self, query: str, params: Any = None) -> Any:
         self.going_on()
-        return db.scalar(self.conn, query, params)
+        with blockers.in_flight():
+            return db.scalar(self.conn, query, params)
 
     def sql_magic(self) -> str:
         """Connect ipython-sql's ``%sql``/``%%sql`` to this step's database, for the queries a DBA

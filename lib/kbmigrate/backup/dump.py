@@ -102,11 +102,12 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
                 reading = pool.submit(in_snapshot)
                 try:
                     # compression level 1: about twice as fast as the default (6), for an archive ~20% larger
-                    done = clients.run_bounded(pg_dump, ["--format=custom", "--compress=1", f"--snapshot={snapshot}",
-                                                         "--file", str(path), "--no-password",
-                                                         *scope.pg_dump_args(covered.schemas)],
-                                               env=env, seconds=params.seconds("backup_timeout"), application_name=app,
-                                               lock_wait=params.lock_timeout)
+                    with blockers.in_flight():
+                        done = clients.run_bounded(
+                            pg_dump, ["--format=custom", "--compress=1", f"--snapshot={snapshot}", "--file", str(path),
+                                      "--no-password", *scope.pg_dump_args(covered.schemas)],
+                            env=env, seconds=params.seconds("backup_timeout"), application_name=app,
+                            lock_wait=params.lock_timeout)
                 except subprocess.TimeoutExpired:
                     path.unlink(missing_ok=True)
                     reading.result()

@@ -51,3 +51,31 @@ def attempt(conn: psycopg.Connection[Any], query: str, params: Any = None) -> in
         return "refused"
     except psycopg.errors.CheckViolation:
         return "refused"
+
+
+def as_each(conn: psycopg.Connection[Any], groups: list[tuple[str | None, uuid.UUID | str | None,
+                                                         list[tuple[str, Any]]]]) -> list[list[Any]]:
+    """Each group's statements, acting as its role (``None``: the connection's own user) with ``sub``
+    = its user, each group in a transaction of its own that is rolled back; all the groups in one
+    pipeline, one round trip. Returns each statement's rows, by group. Any error is raised (the
+    groups' transactions are all rolled back): for statements that are meant to succeed."""
+    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
+        raise RuntimeError("as_each needs an autocommit connection outside any transaction")
+    cursors: list[list[Any]] = []
+    try:
+        with conn.pipeline():
+            for role, user_id, statements in groups:
+                conn.execute("begin", prepare=False)
+                if role is not None:
+                    if role not in API_ROLES:
+                        raise ValueError(f"role must be one of {API_ROLES}")
+                    claims = {"role": role, **({"sub": str(user_id)} if user_id is not None else {})}
+                    conn.execute("select set_config('request.jwt.claims', %s, true), set_config('role', %s, true)",
+                                 (json.dumps(claims), role), prepare=False)
+                cursors.append([conn.execute(query, args, prepare=False) for query, args in statements])
+                conn.execute("rollback", prepare=False)
+    except BaseException:
+        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.execute("rollback")
+        raise
+    return [[(c.fetchall() if c.description else c.rowcount) for c in group] for group in cursors]

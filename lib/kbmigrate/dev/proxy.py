@@ -20,22 +20,39 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class Counts:
-    """What went through the proxy: connections, round trips, bytes each way."""
+    """What went through the proxy: connections, round trips (in all, and by the client's
+    ``application_name``), bytes each way."""
 
     connections: int = 0
     round_trips: int = 0
     to_server: int = 0
     to_client: int = 0
+    by_application: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"connections": self.connections, "round_trips": self.round_trips,
-                    "bytes_to_server": self.to_server, "bytes_to_client": self.to_client}
+                    "bytes_to_server": self.to_server, "bytes_to_client": self.to_client,
+                    "by_application": dict(self.by_application)}
+
+
+_SSL_OR_GSS = {80877103, 80877104}  # SSLRequest, GSSENCRequest: before the startup message
+
+
+def application_name(startup: bytes) -> str | None:
+    """The ``application_name`` of a StartupMessage (length, protocol 3.0, key/value pairs), ''
+    when it has none; None when ``startup`` is not one (an SSL or GSS request comes first)."""
+    if len(startup) < 8 or int.from_bytes(startup[4:8], "big") in _SSL_OR_GSS:
+        return None
+    fields = startup[8:int.from_bytes(startup[:4], "big")].split(b"\0")
+    pairs = dict(zip(fields[::2], fields[1::2]))
+    return pairs.get(b"application_name", b"").decode("utf-8", "replace")
 
 
 class _Turns:
@@ -44,17 +61,27 @@ class _Turns:
     def __init__(self, counts: Counts) -> None:
         self.counts = counts
         self.server_spoke = True  # the client's first bytes open the first turn
+        self.name: str | None = None
+        self.unnamed = 0  # turns before the startup message named the client
 
-    def client(self, n: int) -> None:
+    def client(self, chunk: bytes) -> None:
         with self.counts.lock:
-            self.counts.to_server += n
+            self.counts.to_server += len(chunk)
+            if self.name is None:
+                self.name = application_name(chunk)
+                if self.name is not None:
+                    self.counts.by_application[self.name] = self.counts.by_application.get(self.name, 0) + self.unnamed
             if self.server_spoke:
                 self.counts.round_trips += 1
                 self.server_spoke = False
+                if self.name is None:
+                    self.unnamed += 1
+                else:
+                    self.counts.by_application[self.name] = self.counts.by_application.get(self.name, 0) + 1
 
-    def server(self, n: int) -> None:
+    def server(self, chunk: bytes) -> None:
         with self.counts.lock:
-            self.counts.to_client += n
+            self.counts.to_client += len(chunk)
         self.server_spoke = True
 
 
@@ -111,7 +138,7 @@ class DelayingProxy:
         await asyncio.gather(self._pipe(client_r, server_w, turns.client), self._pipe(server_r, client_w, turns.server),
                              return_exceptions=True)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[int], None]) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[bytes], None]) -> None:
         """Copy ``reader`` to ``writer``, each chunk delivered ``one_way`` after it arrived, in order."""
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -123,7 +150,7 @@ class DelayingProxy:
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                seen(len(chunk))  # counted as delivered: what the other side has, when it has it
+                seen(chunk)  # counted as delivered: what the other side has, when it has it
                 writer.write(chunk)
                 await writer.drain()
             writer.close()

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.engine import failpoint, gates, ledger
+from kbmigrate.engine import blockers, failpoint, gates, ledger
 from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
@@ -164,7 +164,7 @@ def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParam
     conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
                  (index.lock_timeout, index.statement_timeout))
     try:
-        with failpoint.while_building(change.name, conn.info.dsn, conn.info.backend_pid):
+        with failpoint.while_building(change.name, conn.info.dsn, conn.info.backend_pid), blockers.in_flight():
             conn.execute(deploy)
     finally:
         conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",

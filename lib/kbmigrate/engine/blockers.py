@@ -6,6 +6,12 @@ any session of the run (its ``application_name`` names the run) waits for a lock
 state, age and first line of query. When the wait ends in ``lock_timeout`` the waiter is no
 longer waiting, so ``who()`` names the blocker the watcher saw last, or else the sessions holding
 locks on the tables a run works on.
+
+It looks only while this process has work on the server that could wait (``in_flight``: a
+change's transaction, an index build, pg_dump, a step's query) and has been at it longer than
+one interval; it connects the first time it looks. A run far from its server pays no round
+trips for a watcher while nothing waits. The kernels' watchers also write each line to the run's
+``waits.log``, which ``relayed`` shows in the terminal of a headless run.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
@@ -30,6 +38,7 @@ REMEMBER = 30.0      # how long a blocker seen stays the answer to who()
 _lock = threading.Lock()
 _seen: dict[str, Any] = {"at": 0.0, "rows": []}
 _watchers: list["Watcher"] = []
+in_flight = db.in_flight  # the engine marks its work with it; the watchers look while it lasts
 
 
 def pattern(run_id: str) -> str:
@@ -73,15 +82,22 @@ class Watcher:
             _watchers.remove(self)
 
     def _loop(self) -> None:
-        try:
-            conn = db.connect(self.target, autocommit=True, application_name=f"kbmigrate watch {self.run_id}"[:63])
-        except Exception:  # the step itself will meet (and name) the connection problem
-            return
+        conn: psycopg.Connection[Any] | None = None
         query, said = read_sql("report/blockers.sql"), 0.0
         try:
-            while not self._stop.wait(self.interval):
-                try:
-                    rows = db.rows(conn, query, {"pattern": pattern(self.run_id)})
+            while not self._stop.is_set():
+                if not db.BUSY.wait(0.5) or self._stop.wait(self.interval) or not db.BUSY.is_set():
+                    said = 0.0
+                    continue  # nothing in flight, or done within one interval: nothing to look at
+                if conn is None:
+                    try:
+                        conn = db.connect(self.target, autocommit=True,
+                                          application_name=f"kbmigrate watch {self.run_id}"[:63])
+                    except Exception:  # the step itself will meet (and name) the connection problem
+                        return
+                try:  # not db.rows: the watcher's own look is no work in flight
+                    with conn.cursor(row_factory=dict_row) as cur:
+                        rows = cur.execute(query, {"pattern": pattern(self.run_id)}).fetchall()
                 except psycopg.Error:
                     return
                 if not rows:
@@ -93,7 +109,39 @@ class Watcher:
                     said = time.monotonic()
                     self.say(waiting_line(rows))
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+
+@contextmanager
+def relayed(log: Path, say: Callable[[str], None], every: float = 0.2) -> Iterator[None]:
+    """Say each line the run's kernels write to ``log`` (their watchers' lines), as they come."""
+    stop = threading.Event()
+
+    def follow() -> None:
+        offset = 0
+        while True:
+            stopping = stop.wait(every)
+            try:
+                with log.open("rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                data = b""
+            complete = data[:data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.decode("utf-8", "replace").splitlines():
+                say(line)
+            if stopping:
+                return
+
+    thread = threading.Thread(target=follow, name="kbmigrate relay", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(2)
 
 
 def who(run_id: str = "", conn: psycopg.Connection[Any] | None = None) -> str:

@@ -29,6 +29,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from kbmigrate.engine import blockers, failpoint
+from kbmigrate.db import Limits
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import Blocked, ConnectionLost, KbError, StepFailed
 from kbmigrate.paths import read_sql
@@ -66,11 +67,14 @@ def stopped(conn: psycopg.Connection[Any], exc: psycopg.Error, *, step: str, cha
     return StepFailed(step=step, change=change, reason=error_text(exc))
 
 
-def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None = None) -> None:
-    """The first statement of a change's transaction: its timeouts and the bound settings, all
-    transaction-local, in one statement (values are bound, never formatted into the SQL)."""
+def begin(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None = None,
+          limits: Limits | None = None) -> None:
+    """The first statement of a change's transaction: its timeouts (the change's, or ``limits``)
+    and the bound settings, all transaction-local, in one statement (values are bound, never
+    formatted into the SQL)."""
+    bounds = limits or params.limits("change")
     names = ["lock_timeout", "statement_timeout", *(settings or {})]
-    values = [params.lock_timeout, params.statement_timeout, *(settings or {}).values()]
+    values = [bounds.lock_timeout, bounds.statement_timeout, *(settings or {}).values()]
     conn.execute("select count(set_config(name, value, true)) from unnest(%s::text[], %s::text[]) as s(name, value)",
                  (names, values), prepare=False)
 
@@ -87,11 +91,12 @@ def ledger_row(*, run_id: str, step: str, change: str, sha: str, outcome: str, d
 
 def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
                    query: str, args: tuple[Any, ...], *, crash_point: str | None = None,
-                   rollback: bool = False) -> Any:
-    """BEGIN, ``begin``'s settings, the server-side functions, ``query`` and COMMIT (ROLLBACK when
-    ``rollback``) in one pipeline: the server gets all of it before the client waits for anything.
-    Returns the first column of ``query``'s row. ``crash_point``: the failpoint reached with the
-    work sent and COMMIT not yet."""
+                   rollback: bool = False, functions: tuple[str, ...] = FUNCTIONS,
+                   limits: Limits | None = None) -> "psycopg.Cursor[Any]":
+    """BEGIN, ``begin``'s settings, the server-side ``functions`` (sql/ files, each one CREATE),
+    ``query`` and COMMIT (ROLLBACK when ``rollback``) in one pipeline: the server gets all of it
+    before the client waits for anything. Returns ``query``'s cursor, its rows fetched.
+    ``crash_point``: the failpoint reached with the work sent and COMMIT not yet."""
     if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
         raise RuntimeError("a change needs an autocommit connection outside any transaction: it sends BEGIN and COMMIT itself")
     early: psycopg.Error | None = None  # the server's error, when it came back while the rest was being sent
@@ -102,11 +107,11 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
         # Never prepared (psycopg prepares a statement run 5 times): a prepared call would name the
         # function of a transaction rolled back since.
         try:
-            with conn.pipeline():
+            with blockers.in_flight(), conn.pipeline():
                 try:
                     conn.execute("begin", prepare=False)
-                    begin(conn, params, settings)
-                    for name in FUNCTIONS:
+                    begin(conn, params, settings, limits)
+                    for name in functions:
                         conn.execute(read_sql(name), prepare=False)
                     cursor = conn.execute(query, args, prepare=False)
                     if crash_point:
@@ -123,6 +128,10 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
         if not conn.broken and conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             conn.execute("rollback")
         raise
+    return cursor
+
+
+def first(cursor: "psycopg.Cursor[Any]") -> Any:
     row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -159,9 +168,9 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
     """Do ``work`` as one change (1-4 above); returns the deploy's row count."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=work.outcome, detail=work.detail,
                      rows=work.rows)
-    return int(with_lock_retries(params, step, change, lambda: one_round_trip(
+    return int(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb)", (work.deploy, work.verify, row),
-        crash_point=change), run_id, conn))
+        crash_point=change)), run_id, conn))
 
 
 def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
@@ -170,9 +179,9 @@ def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, ru
     what it costs the others while its row locks are held, and its ledger row (``detail`` with the
     batch's figures added); returns the batch's row with the probe's figures and its seconds."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome="applied", detail=detail, rows=None)
-    return dict(with_lock_retries(params, step, change, lambda: one_round_trip(
+    return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_batch(%s, %s, %s::jsonb)", (batch, probe, row),
-        crash_point=change), run_id, conn))
+        crash_point=change)), run_id, conn))
 
 
 def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str, sha: str,

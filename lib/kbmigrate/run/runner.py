@@ -32,7 +32,7 @@ from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import NOTEBOOK_DIR, RUNS_DIR, from_evidence, shown
+from kbmigrate.paths import NOTEBOOK_DIR, RUNS_DIR, WAITS_LOG, from_evidence, shown
 
 LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGSERVICE",
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
@@ -320,7 +320,7 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
     parameters = {k: v for k, v in run.data["parameters"].items() if k not in ("run_id",)}
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target), \
             interrupt.stop_on_signals(target, run_id, lambda m: echo(m), manifest.utc_now) as stop, \
-            blockers.Watcher(target, run_id, lambda line: echo(f"  {line}")):
+            blockers.relayed(folder / WAITS_LOG, lambda line: echo(f"  {line}")):
         for step in steps:
             if stop.signal:
                 break

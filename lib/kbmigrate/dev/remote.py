@@ -1,0 +1,107 @@
+"""The whole run from far away: ``kbmigrate bench``'s ``remote`` figures.
+
+A Supabase project is 20-150 ms from whoever runs the migration. Each figure here runs the
+whole ``kbmigrate run`` on a fresh copy of the demo database at its default size, through a
+loopback proxy that delays every packet (``dev/proxy.py``), while an application reads the
+knowledge base directly on the server every 10 ms:
+
+- ``round_trips``: how many times the run waited for the server, ``pg_dump`` included, and by
+  whom (each step's notebook, the backup, the runner);
+- ``over_loopback_50ms``: the whole run at 50 ms against the same run at 0 ms;
+- ``app_max_wait_ms``: the application's longest read while the run went on, at 0 and 150 ms.
+  A lock held across a round trip makes it grow with the distance; held only while the server
+  works, it does not.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kbmigrate import db
+from kbmigrate.conninfo import Target
+from kbmigrate.dev.limits import DEV
+from kbmigrate.dev.proxy import delayed
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.plan import STEPS
+from kbmigrate.run import runner
+
+DELAYS_MS = (0, 50, 150)
+PROBE_EVERY = 0.010
+
+
+@contextmanager
+def application_reading(target: Target) -> Iterator[list[float]]:
+    """A client of the application on the server itself (no proxy): one row of knowledge_base every
+    10 ms, each read's seconds appended to the list it yields."""
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        with db.connect(target, limits=DEV, autocommit=True, application_name="bench application") as conn:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                conn.execute("select id, title from public.knowledge_base order by created_at desc limit 1").fetchall()
+                waits.append(time.perf_counter() - t0)
+                time.sleep(PROBE_EVERY)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield waits
+    finally:
+        stop.set()
+        reader.join(30)
+
+
+def who(application: str) -> str:
+    """A step (its notebook's sessions), the backup (pg_dump and its snapshot), or the runner."""
+    for step in STEPS:
+        if re.search(rf"\b{re.escape(step)}\b", application):
+            return step
+    if application.startswith("kbmigrate backup") or application == "pg_dump":
+        return "01_backup"
+    return "runner"
+
+
+def one_run(target: Target, delay_ms: float, run_id: str) -> dict[str, Any]:
+    """The whole run on ``target`` (a fresh copy) through a proxy ``delay_ms`` away."""
+    host, port = target.params.get("host", "127.0.0.1"), int(target.params.get("port", "5432"))
+    with delayed(host, port, delay_ms) as proxy, application_reading(target) as waits:
+        t0 = time.perf_counter()
+        manifest = runner.run(target.via("127.0.0.1", proxy.port), RunParams(), run_id=run_id, progress=False,
+                              echo=lambda *a: None)
+        seconds = time.perf_counter() - t0
+        counts = proxy.counts.snapshot()
+    if manifest.get("status") != "succeeded":
+        raise RuntimeError(f"the run at {delay_ms} ms did not succeed: {manifest.get('status')}")
+    by: dict[str, int] = {}
+    for application, n in counts["by_application"].items():
+        by[who(application)] = by.get(who(application), 0) + n
+    return {"delay_ms": delay_ms, "seconds": round(seconds, 2), "round_trips": counts["round_trips"],
+            "connections": counts["connections"], "round_trips_by": dict(sorted(by.items())),
+            "round_trips_by_application": dict(sorted(counts["by_application"].items(), key=lambda kv: -kv[1])),
+            "app_max_wait_ms": round(max(waits) * 1000, 1) if waits else None, "app_reads": len(waits),
+            "step_seconds": {runner.step_of(s): s["seconds"] for s in manifest["steps"]}}
+
+
+def figures(copy: Any, drop: Any, echo: Any = print) -> dict[str, Any]:
+    """``copy()``: a fresh copy of the demo database at its default size; ``drop(target)``."""
+    runs = []
+    for delay in DELAYS_MS:
+        echo(f"  the whole run at {delay} ms round trip …")
+        target = copy()
+        try:
+            runs.append(one_run(target, delay, f"bench-remote-{delay}ms-{int(time.time())}"))
+        finally:
+            drop(target)
+    at = {r["delay_ms"]: r for r in runs}
+    return {"round_trips": at[0]["round_trips"], "round_trips_by": at[0]["round_trips_by"],
+            "over_loopback_50ms": round(at[50]["seconds"] / at[0]["seconds"], 2),
+            "app_max_wait_ms": {"0": at[0]["app_max_wait_ms"], "150": at[150]["app_max_wait_ms"]},
+            "app_extra_wait_150ms": round(at[150]["app_max_wait_ms"] - at[0]["app_max_wait_ms"], 1),
+            "runs": runs}
