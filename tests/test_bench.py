@@ -15,12 +15,14 @@ KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batc
         "backfill.max_batch_seconds", "backfill.rows_per_second", "traffic.p95_over_idle", "traffic.max_wait_seconds",
         "traffic.throttle_cost_seconds", "rls.policy_over_filter", "rls.secdef_over_policy", "rls.correlated_over_policy",
         "run.over_seed", "run.app_tables_changing_seconds", "seed.pg_dump_seconds", "seed.psql_seconds",
-        "scale.time_ratio", "backup.seconds", "backup.mb_per_second", "restore_drill.seconds", "runner.peak_rss_mb"]
+        "scale.time_ratio", "backup.seconds", "backup.mb_per_second", "restore_drill.seconds", "runner.peak_rss_mb",
+        "remote.round_trips"]
 
 
 def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bench, "BENCH_DIR", tmp_path)
-    results = bench.run(server, "small", traffic_seconds=0.5, traffic_pairs=2, echo=lambda *a: None)
+    results = bench.run(server, "small", traffic_seconds=0.5, traffic_pairs=2, echo=lambda *a: None,
+                        remote_delays=(0,))  # the round trips; the distances are the bench's own to measure
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     for key in KEYS:
@@ -30,6 +32,8 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
         # two timed runs); every other figure is a count, a duration or a ratio of durations
         assert value >= 0 or key == "traffic.throttle_cost_seconds", (key, value)
     assert on_disk["dataset"]["kb_rows"] == 800
+    remote = on_disk["remote"]  # every round trip the proxy counted belongs to one of the run's clients
+    assert sum(remote["round_trips_by"].values()) == remote["round_trips"] == remote["runs"][0]["round_trips"] > 0
     assert isinstance(on_disk["machine"]["cores"], str) and isinstance(on_disk["postgres_version"], str)
 
     traffic = on_disk["traffic"]  # medians of the throttled pairs, and one run without the throttle
