@@ -114,3 +114,12 @@ def test_the_proxy_counts_round_trips_and_adds_its_delay(server: Target) -> None
             pipelined = proxy.counts.snapshot()["round_trips"] - before
     assert one_by_one == 5 and pipelined == 1
     assert seconds >= 5 * 0.040
+
+
+def test_the_bench_puts_each_client_with_its_step() -> None:
+    from kbmigrate.dev.remote import who
+
+    assert who("kbmigrate 02_schema run-1") == who("kbmigrate %sql 02_schema run-1") == "02_schema"
+    assert who("kbmigrate pg_dump run-1") == who("kbmigrate backup run-1") == "01_backup"
+    assert who("kbmigrate pooler probe a") == "00_preflight"
+    assert who("kbmigrate lock run run-1") == who("kbmigrate summary run-1") == "runner"

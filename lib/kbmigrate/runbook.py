@@ -83,8 +83,7 @@ class Step:
         """A query (or ``report/x.sql`` under sql/) as a table."""
         self.going_on()
         text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
-        with blockers.in_flight():
-            return pd.DataFrame(db.rows(self.conn, text, params))
+        return pd.DataFrame(db.rows(self.conn, text, params))  # db.rows marks it in flight
 
     def execute(self, query: str, params: Any = None) -> int:
         """A statement that returns no rows (e.g. a temporary table of this step's own); its row count."""
@@ -94,8 +93,7 @@ class Step:
 
     def scalar(self, query: str, params: Any = None) -> Any:
         self.going_on()
-        with blockers.in_flight():
-            return db.scalar(self.conn, query, params)
+        return db.scalar(self.conn, query, params)
 
     def sql_magic(self) -> str:
         """Connect ipython-sql's ``%sql``/``%%sql`` to this step's database, for the queries a DBA

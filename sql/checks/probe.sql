@@ -20,7 +20,6 @@ declare
   other_ws uuid := (subject ->> 'other_ws')::uuid;
   shared_ids uuid[] := array(select jsonb_array_elements_text(subject -> 'shared_ids')::uuid);
   own_row uuid;
-  touched bigint;
   out jsonb;
 begin
  begin
@@ -56,80 +55,30 @@ begin
     out := out || jsonb_build_object('view_workspaces', '[]'::jsonb);
   end;
 
-  -- what they can write
+  -- what they can write (values bound: $1, $2, $3 are kbmigrate_try's a, b, ids)
   if own_ws is not null then
-    begin
-      insert into public.knowledge_base (title, content, workspace_id, section_id) values ('smoke test', 'x', own_ws, own_section);
-      get diagnostics touched = row_count;
-      out := out || jsonb_build_object('create_own', touched);
-    exception when insufficient_privilege or check_violation then
-      out := out || jsonb_build_object('create_own', 'refused');
-    end;
+    out := out || jsonb_build_object('create_own', pg_temp.kbmigrate_try(
+      'insert into public.knowledge_base (title, content, workspace_id, section_id) values (''smoke test'', ''x'', $1, $2)',
+      own_ws, own_section, null));
     select id into own_row from public.knowledge_base where workspace_id = own_ws order by id limit 1;
-    begin
-      update public.knowledge_base set title = title || ' (edited)' where id = own_row;
-      get diagnostics touched = row_count;
-      out := out || jsonb_build_object('edit_own', touched);
-    exception when insufficient_privilege or check_violation then
-      out := out || jsonb_build_object('edit_own', 'refused');
-    end;
-    begin
-      update public.knowledge_base set workspace_id = other_ws, section_id = null where id = own_row;
-      get diagnostics touched = row_count;
-      out := out || jsonb_build_object('move_out', touched);
-    exception when insufficient_privilege or check_violation then
-      out := out || jsonb_build_object('move_out', 'refused');
-    end;
+    out := out || jsonb_build_object('edit_own', pg_temp.kbmigrate_try(
+      'update public.knowledge_base set title = title || '' (edited)'' where id = $1', own_row, null, null));
+    out := out || jsonb_build_object('move_out', pg_temp.kbmigrate_try(
+      'update public.knowledge_base set workspace_id = $1, section_id = null where id = $2', other_ws, own_row, null));
   end if;
-  begin
-    insert into public.knowledge_base (title, workspace_id) values ('x', other_ws);
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('insert_other', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('insert_other', 'refused');
-  end;
-  begin
-    insert into public.knowledge_base (title, is_shared) values ('x', true);
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('insert_shared', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('insert_shared', 'refused');
-  end;
-  begin
-    update public.knowledge_base set title = 'x' where workspace_id = other_ws;
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('update_other', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('update_other', 'refused');
-  end;
-  begin
-    delete from public.knowledge_base where workspace_id = other_ws;
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('delete_other', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('delete_other', 'refused');
-  end;
-  begin
-    update public.knowledge_base set title = 'x' where id = any(shared_ids);
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('update_shared', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('update_shared', 'refused');
-  end;
-  begin
-    delete from public.knowledge_base where id = any(shared_ids);
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('delete_shared', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('delete_shared', 'refused');
-  end;
-  begin
-    insert into public.knowledge_base_sections (workspace_id, name) values (other_ws, 'smoke');
-    get diagnostics touched = row_count;
-    out := out || jsonb_build_object('section_other', touched);
-  exception when insufficient_privilege or check_violation then
-    out := out || jsonb_build_object('section_other', 'refused');
-  end;
+  out := out || jsonb_build_object(
+    'insert_other', pg_temp.kbmigrate_try('insert into public.knowledge_base (title, workspace_id) values (''x'', $1)',
+                                          other_ws, null, null),
+    'insert_shared', pg_temp.kbmigrate_try('insert into public.knowledge_base (title, is_shared) values (''x'', true)',
+                                           null, null, null),
+    'update_other', pg_temp.kbmigrate_try('update public.knowledge_base set title = ''x'' where workspace_id = $1',
+                                          other_ws, null, null),
+    'delete_other', pg_temp.kbmigrate_try('delete from public.knowledge_base where workspace_id = $1', other_ws, null, null),
+    'update_shared', pg_temp.kbmigrate_try('update public.knowledge_base set title = ''x'' where id = any($3)',
+                                           null, null, shared_ids),
+    'delete_shared', pg_temp.kbmigrate_try('delete from public.knowledge_base where id = any($3)', null, null, shared_ids),
+    'section_other', pg_temp.kbmigrate_try(
+      'insert into public.knowledge_base_sections (workspace_id, name) values ($1, ''smoke'')', other_ws, null, null));
 
   raise exception using errcode = 'KBM01', message = 'the probe is over: undo its writes and its role';
  exception when sqlstate 'KBM01' then

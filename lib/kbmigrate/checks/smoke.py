@@ -184,7 +184,7 @@ def matrix(conn: psycopg.Connection[Any], params: RunParams, subjects: list[Subj
         cursor = transaction.one_round_trip(
             conn, params, None, "select pg_temp.kbmigrate_probe(s.subject) from jsonb_array_elements(%s::jsonb) "
                                 "with ordinality as s(subject, n) order by s.n", (json.dumps(given),),
-            rollback=True, functions=("checks/probe.sql",), limits=params.limits("read"))
+            rollback=True, functions=("checks/try_write.sql", "checks/probe.sql"), limits=params.limits("read"))
         for j, (got,) in zip(chunk, cursor.fetchall()):
             out.append(_verdict(conn, subjects[j], member_of[j], expected, layout, got))
         if progress:

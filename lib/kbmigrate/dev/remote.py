@@ -63,8 +63,10 @@ def who(application: str) -> str:
     for step in STEPS:
         if re.search(rf"\b{re.escape(step)}\b", application):
             return step
-    if application.startswith("kbmigrate backup") or application == "pg_dump":
+    if application.startswith(("kbmigrate backup", "kbmigrate pg_dump")):
         return "01_backup"
+    if application.startswith("kbmigrate pooler probe"):  # preflight's pooler check names no run
+        return "00_preflight"
     return "runner"
 
 
