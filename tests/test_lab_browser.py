@@ -49,7 +49,7 @@ IDLE = (f"const s = document.querySelector('{PANEL} .jp-Notebook-ExecutionIndica
         "return s && s.getAttribute('data-status') === 'idle';")
 
 
-def _step_through(browser: Any, url: str, cells: int, *, save: bool) -> None:
+def _step_through(browser: Any, url: str, notebook: Path, *, save: bool) -> None:
     """Open a notebook, Shift+Enter from its first cell through its last, wait for the kernel."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -57,27 +57,40 @@ def _step_through(browser: Any, url: str, cells: int, *, save: bool) -> None:
 
     from selenium.common.exceptions import StaleElementReferenceException
 
+    cells, code = len(nbformat.read(notebook, as_version=4).cells), _code_cells(notebook)
     browser.get(url)
-    name = url.split("/")[-1].split("?")[0]
+    name = notebook.name
     _wait(f"{name} on screen", lambda: browser.execute_script(
         f"const t = document.querySelector('.jp-mod-current .lm-TabBar-tabLabel, .lm-TabBar-tab.jp-mod-current');"
         f"return t && t.textContent.includes('{name}') && document.querySelector('{PANEL} .jp-Cell');"))
     _wait("the kernel", lambda: browser.execute_script(IDLE), 90)
-    for _ in range(10):  # JupyterLab may render the cell again while it settles
+    first_active = (f"const c = document.querySelectorAll('{PANEL} .jp-Cell');"
+                    "return c.length > 0 && c[0].classList.contains('jp-mod-active') && "
+                    "!document.querySelector('.jp-Dialog');")
+
+    def on_first_cell() -> bool:
+        """The first cell active, in command mode: what a DBA sees before the first Shift+Enter. A
+        notebook that renders again while it settles may make another cell active (under load, the
+        last one: the Shift+Enters then ran nothing), so this is checked, not assumed."""
         try:
             first = browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell")[0]
             ActionChains(browser).move_to_element(first).click().send_keys(Keys.ESCAPE).perform()
-            break
-        except StaleElementReferenceException:
-            time.sleep(0.5)
+        except (StaleElementReferenceException, IndexError):
+            return False
+        time.sleep(0.3)
+        return bool(browser.execute_script(first_active))
+    _wait("the first cell to be active", on_first_cell, 60)
     for _ in range(cells):
         ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
         time.sleep(0.15)
 
-    def done() -> bool:
-        return bool(browser.execute_script(
-            f"const p = [...document.querySelectorAll('{PANEL} .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);"
-            "return p.length > 0 && !p.some(t => t.includes('*'));")) and bool(browser.execute_script(IDLE))
+    def done() -> bool:  # every code cell with source shows a count, or one shows an error (the rest never run)
+        got = browser.execute_script(
+            f"const cs = [...document.querySelectorAll('{PANEL} .jp-CodeCell')];"
+            "const p = cs.map(c => (c.querySelector('.jp-InputPrompt') || {textContent: ''}).textContent);"
+            "return {running: p.some(t => t.includes('*')), counted: p.filter(t => /\\d/.test(t)).length,"
+            f" error: !!document.querySelector('{PANEL} [data-mime-type=\"application/vnd.jupyter.stderr\"]')}};")
+        return (not got["running"] and (got["counted"] >= code or got["error"])) and bool(browser.execute_script(IDLE))
     time.sleep(1)
     _wait("the cells to run", done, 180)
     if save:
@@ -110,11 +123,10 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
         folder = RUNS_DIR / run_id
         browser = chromium("1400,1000")
         base = f"http://127.0.0.1:{port}/lab/tree"
-        cells_of = {s: len(nbformat.read(folder / f"{s}.ipynb", as_version=4).cells) for s in ("00_preflight", "01_backup")}
-        _step_through(browser, f"{base}/00_preflight.ipynb?token={token}", cells_of["00_preflight"], save=True)
+        _step_through(browser, f"{base}/00_preflight.ipynb?token={token}", folder / "00_preflight.ipynb", save=True)
         saved = nbformat.read(folder / "00_preflight.ipynb", as_version=4)
         assert saved.cells[-1].cell_type == "code" and not saved.cells[-1].source  # the empty cell Shift+Enter left
-        _step_through(browser, f"{base}/01_backup.ipynb?token={token}", cells_of["01_backup"], save=False)
+        _step_through(browser, f"{base}/01_backup.ipynb?token={token}", folder / "01_backup.ipynb", save=False)
         browser.quit()
         browser = None
         assert not any(c.get("execution_count") for c in nbformat.read(folder / "01_backup.ipynb", as_version=4).cells)
@@ -125,12 +137,15 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
         assert lab.returncode == 0, err
         record = json.loads((folder / "manifest.json").read_text())
         steps = {s["step"]: s for s in record["steps"]}
-        assert steps["00_preflight"]["status"] == "succeeded" and "warning" not in steps["00_preflight"]
+        logged = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()] \
+            if (folder / "cells.jsonl").exists() else []
+        errors = [o.get("evalue") for c in saved.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert steps["00_preflight"]["status"] == "succeeded" and "warning" not in steps["00_preflight"], \
+            (steps["00_preflight"], errors, [(e["step"], e["ok"], e["source"][:40]) for e in logged])
         assert steps["00_preflight"]["cells"]["run"] == _code_cells(folder / "00_preflight.ipynb")
         assert steps["01_backup"]["status"] == "succeeded" and "closed without saving" in steps["01_backup"]["warning"]
         assert steps["01_backup"]["cells"]["run"] == steps["01_backup"]["cells"]["of"] == _code_cells(folder / "01_backup.ipynb")
         assert all(steps[s]["status"] == "not run" for s in steps if s not in ("00_preflight", "01_backup"))
-        logged = [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines()]
         assert any(e["cell_id"] for e in logged)  # JupyterLab names its cells; the record matched them by id
         assert "warning: 01_backup: closed without saving" in out and record["backup"]["sha256"]
     finally:
