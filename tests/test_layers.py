@@ -20,7 +20,7 @@ LAYERS = [
     {"kbmigrate.engine"},
     {"kbmigrate.checks"},
     {"kbmigrate.backup"},
-    {"kbmigrate.runbook", "kbmigrate.cells"},
+    {"kbmigrate.runbook", "kbmigrate.cells", "kbmigrate.ipysql"},
     {"kbmigrate.run"},
     {"kbmigrate.dev"},
     {"kbmigrate.cli"},

@@ -49,9 +49,10 @@ READ = Limits("2s", "1min")
 
 
 def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
-            application_name: str = APPLICATION_NAME, connect_timeout: int = 10) -> psycopg.Connection[Any]:
+            application_name: str = APPLICATION_NAME, connect_timeout: int = 10,
+            program: str = "psycopg") -> psycopg.Connection[Any]:
     """Open a connection under ``limits``; an expected failure becomes a KbError whose message
-    holds no password."""
+    holds no password. ``program``: who uses it, as the session log says (ipython-sql's %sql)."""
     try:
         conn = psycopg.connect(
             target.conninfo, autocommit=autocommit, application_name=application_name,
@@ -74,7 +75,7 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
         conn.close()
         raise
     assert row is not None
-    log_session(program="psycopg", pid=row[0], user=row[1], application_name=application_name,
+    log_session(program=program, pid=row[0], user=row[1], application_name=application_name,
                 lock_timeout=row[2], statement_timeout=row[3], idle_in_transaction_session_timeout=row[4])
     return conn
 
@@ -154,6 +155,20 @@ def rows(conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any
     with in_flight(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return cur.fetchall()
+
+
+def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composable, Any]]) -> list[list[dict[str, Any]]]:
+    """Several queries in one pipeline (one round trip); each query's rows, in order. The first
+    error is raised (the rest are not run)."""
+    if not queries:
+        return []
+    with in_flight(), conn.pipeline():
+        cursors = []
+        for query, params in queries:
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute(query, params, prepare=False)
+            cursors.append(cur)
+    return [cur.fetchall() for cur in cursors]
 
 
 def server_version(conn: psycopg.Connection[Any]) -> str:

@@ -18,8 +18,8 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from kbmigrate import cells, conninfo, db, errors
-from kbmigrate.engine import blockers, ledger, lock
+from kbmigrate import cells, conninfo, db, errors, ipysql
+from kbmigrate.engine import blockers, gates, ledger, lock
 from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, StepStopped, TooSlow
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import RUNS_DIR, WAITS_LOG, append_line, read_sql
@@ -42,7 +42,13 @@ class Step:
         self.conn: psycopg.Connection[Any] = db.connect(
             self.target, limits=params.limits("read"), autocommit=True,
             application_name=f"kbmigrate {step} {self.run_id}"[:63])
-        lock.hold_for_kernel(self.conn)
+        # One round trip: the kernels' shared lock (engine/lock.py), and what the step shows and checks of the server.
+        self.server = db.batch(self.conn, [lock.HOLD_FOR_KERNEL, (
+            "select current_setting('server_version') as server, current_user as usr, "
+            "case when has_function_privilege('pg_control_system()', 'execute') "
+            "then (select system_identifier::text from pg_control_system()) end as system_identifier", None)])[1][0]
+        if self.server["system_identifier"]:
+            gates.knew(self.conn, self.server["system_identifier"])
         # While a statement of this step waits for a lock, the cell's output says for whom.
         self.waits: list[str] = []
         self.stopped: dict[str, Any] | None = None  # the cell an expected failure stopped this step at
@@ -67,7 +73,7 @@ class Step:
     def info(self) -> pd.DataFrame:
         return pd.DataFrame([{
             "step": self.step, "run_id": self.run_id, "database": self.target.label,
-            "server": db.server_version(self.conn), "as user": db.scalar(self.conn, "select current_user"),
+            "server": self.server["server"], "as user": self.server["usr"],
             "utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
         }])
 
@@ -85,6 +91,11 @@ class Step:
         text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
         return pd.DataFrame(db.rows(self.conn, text, params))  # db.rows marks it in flight
 
+    def batch(self, queries: list[tuple[str | sql.Composable, Any]]) -> list[pd.DataFrame]:
+        """Several queries (each with its bound values) in one round trip; a table for each."""
+        self.going_on()
+        return [pd.DataFrame(rows) for rows in db.batch(self.conn, list(queries))]
+
     def execute(self, query: str, params: Any = None) -> int:
         """A statement that returns no rows (e.g. a temporary table of this step's own); its row count."""
         self.going_on()
@@ -97,7 +108,8 @@ class Step:
 
     def sql_magic(self) -> str:
         """Connect ipython-sql's ``%sql``/``%%sql`` to this step's database, for the queries a DBA
-        re-runs by hand: from the same libpq environment, under the step's own timeouts."""
+        re-runs by hand: from the same libpq environment, under the step's own timeouts, on a
+        session opened as every other (``ipysql``)."""
         from IPython import get_ipython
 
         ip = get_ipython()
@@ -109,20 +121,15 @@ class Step:
             ip.run_line_magic("config", setting)
         sql_fails_plainly(self, ip)
         limits = self.params.limits("read")
-        arguments = json.dumps({
-            "options": f"-c lock_timeout={limits.lock_timeout} -c statement_timeout={limits.statement_timeout} "
-                       f"-c idle_in_transaction_session_timeout={limits.idle_in_transaction}",
-            "application_name": f"kbmigrate %sql {self.step} {self.run_id}"[:63]})
-        ip.run_line_magic("sql", f"--connection_arguments '{arguments}' postgresql+psycopg://")
-        seen = ip.run_line_magic("sql", "select pg_backend_pid() as pid, current_user as usr, "
-                                        "current_setting('lock_timeout') as lt, current_setting('statement_timeout') as st, "
-                                        "current_setting('idle_in_transaction_session_timeout') as it")
-        if seen is None:  # ipython-sql printed its error and returned nothing: the connection did not come up
-            raise ConnectionLost(step=self.step, what="%sql could not connect", run=self.run_id)
-        row = seen.iloc[0]
-        db.log_session(program="ipython-sql", pid=int(row["pid"]), user=row["usr"],
-                       application_name=f"kbmigrate %sql {self.step} {self.run_id}"[:63], lock_timeout=row["lt"],
-                       statement_timeout=row["st"], idle_in_transaction_session_timeout=row["it"])
+        name = f"kbmigrate %sql {self.step} {self.run_id}"[:63]
+        try:
+            ipysql.current_on(lambda: db.connect(self.target, limits=limits, autocommit=True, application_name=name,
+                                                program="ipython-sql"), self.target.label)
+        except KbError:
+            raise
+        except Exception as exc:  # SQLAlchemy's wrapping of a failed connect
+            raise ConnectionLost(step=self.step, what=f"%sql could not connect ({type(exc).__name__})",
+                                 run=self.run_id) from None
         return f"%sql connected to {self.target.label} (lock_timeout {limits.lock_timeout}, " \
                f"statement_timeout {limits.statement_timeout})"
 

@@ -17,7 +17,7 @@ from kbmigrate import db
 from kbmigrate.conninfo import Target
 
 TRANSACTION_MODE_PORT = 6543
-ROUNDS = 6
+ROUNDS = 4  # a and b take turns this many times; each turn one transaction (one round trip)
 
 
 def own_session(target: Target) -> tuple[bool, str]:
@@ -26,16 +26,16 @@ def own_session(target: Target) -> tuple[bool, str]:
             db.connect(target, autocommit=True, application_name="kbmigrate pooler probe b") as b:
         port = int(a.info.port or 0)
         a.prepare_threshold = b.prepare_threshold = None  # a pooler would mix two clients' prepared statements
-        a.execute("select set_config('kbmigrate.session_probe', 'a', false)")
+        a.execute("select set_config('kbmigrate.session_probe', 'a', false)")  # dies with the session
         pids_a, pids_b, shared, kept = set(), set(), False, True
         for _ in range(ROUNDS):
-            pa = db.scalar(a, "select pg_backend_pid()")
+            seen = a.execute("select pg_backend_pid(), current_setting('kbmigrate.session_probe', true)").fetchone()
             pb = db.scalar(b, "select pg_backend_pid()")
-            pids_a.add(pa)
+            assert seen is not None
+            pids_a.add(seen[0])
             pids_b.add(pb)
-            shared = shared or pa == pb
-            kept = kept and db.scalar(a, "select current_setting('kbmigrate.session_probe', true)") == "a"
-        a.execute("reset kbmigrate.session_probe")
+            shared = shared or seen[0] == pb
+            kept = kept and seen[1] == "a"
     if shared or len(pids_a) > 1 or not kept or port == TRANSACTION_MODE_PORT:
         why = ("two connections were served by the same server backend" if shared else
                "the server backend changed between transactions" if len(pids_a) > 1 else

@@ -19,7 +19,6 @@ from psycopg import sql
 
 from kbmigrate import db
 from kbmigrate.engine import blockers, failpoint, gates, ledger
-from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
@@ -58,13 +57,19 @@ def verify_passes(conn: psycopg.Connection[Any], change: Change, params: RunPara
                   settings: dict[str, str]) -> tuple[bool, str]:
     """Run the change's verify script in a transaction that is always rolled back (one round trip).
     A verify that could not get its lock, or ran out of time, has no verdict: that error goes on up."""
-    try:
-        transaction.verify_in_effect(conn, params, settings, read_sql(change.verify))
-        return True, ""
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
-        raise
-    except psycopg.Error as exc:
-        return False, error_text(exc)
+    return verify_all(conn, [change], params, settings)[0]
+
+
+def verify_all(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams,
+               settings: dict[str, str]) -> list[tuple[bool, str]]:
+    """``verify_passes`` for each of ``changes``, all in one round trip."""
+    found = transaction.problems(conn, params, settings, [in_effect_check(c) for c in changes])
+    return [(why is None, why or "") for why in found]
+
+
+def in_effect_check(change: Change) -> str:
+    """The script that says a change is in effect: its verify script."""
+    return read_sql(change.verify)
 
 
 def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams) -> str | None:
@@ -88,19 +93,30 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     deploy = composed(change, params)
     sha = change.sha256()
 
-    def as_change(work: Work) -> int:
+    def as_change(work: Work) -> dict[str, Any]:
         return transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
                                           sha=sha, settings=settings, work=work)
 
     def ledger_only(detail: dict[str, Any]) -> Outcome:
-        if change.name != "ledger" and not ledger.exists(conn):
-            raise StepFailed(step=change.step, change=change.name, reason="the ledger does not exist; run 02_schema first")
         as_change(Work(None, outcome="noop", detail=detail, rows=0))
         return Outcome(change.name, "noop", 0, time.monotonic() - started, detail)
 
     reason = skip_reason(conn, change, params)
     if reason:
         return ledger_only({"skipped": reason})
+    text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
+    if not change.has("notx") and not params.accept_changed_sql:
+        # The common case in one round trip: verify first (already in effect: noop), else deploy,
+        # verify and record, all in the change's one statement.
+        try:
+            done = as_change(Work(text, read_sql(change.verify), already=in_effect_check(change)))
+        except psycopg.Error as exc:
+            record_failure(conn, run_id, change, sha, exc, params)
+            raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
+        if done["outcome"] == "noop":
+            return Outcome(change.name, "noop", 0, time.monotonic() - started,
+                           {"already": "verify passed before deploy"})
+        return Outcome(change.name, "applied", max(int(done["rows"]), 0), time.monotonic() - started)
     already, _ = verify_passes(conn, change, params, settings)
     if already and change.has("notx"):
         built_by = _started_unrecorded(conn, change)
@@ -116,15 +132,14 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
                 detail["accepted_sql_change"] = {"applied_with": edited[0]["applied_with"], "file_now": sha}
         return ledger_only(detail)
 
-    text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
     try:
         if change.has("notx"):  # outside a transaction; its intent ledgered before, its outcome right after
             _record_started(conn, change, sha, params, run_id)
             transaction.with_lock_retries(params, change.step, change.name,
                                           lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
-            rows = as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0))
+            rows = int(as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0))["rows"])
         else:
-            rows = as_change(Work(text, read_sql(change.verify)))
+            rows = int(as_change(Work(text, read_sql(change.verify)))["rows"])
     except psycopg.Error as exc:
         record_failure(conn, run_id, change, sha, exc, params)
         raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None

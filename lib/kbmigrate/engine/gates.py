@@ -51,6 +51,11 @@ class Identity:
 _IDENTITIES: "weakref.WeakKeyDictionary[psycopg.Connection[Any], Identity]" = weakref.WeakKeyDictionary()
 
 
+def knew(conn: psycopg.Connection[Any], system_identifier: str) -> None:
+    """The system identifier ``conn`` already read (a kernel's first round trip): not asked again."""
+    _IDENTITIES[conn] = Identity(system_identifier, conn.info.dbname, conn.info.host, str(conn.info.port))
+
+
 def identity(conn: psycopg.Connection[Any]) -> Identity:
     """The identity of the database ``conn`` reaches (asked once per connection)."""
     known = _IDENTITIES.get(conn)

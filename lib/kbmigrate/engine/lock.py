@@ -52,6 +52,9 @@ def run_lock(target: Target, label: str) -> Iterator[None]:
         conn.close()
 
 
+HOLD_FOR_KERNEL = ("select pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))
+
+
 def hold_for_kernel(conn: Any) -> None:
     """Called by each notebook's connection: held (shared) until the kernel goes away."""
-    conn.execute("select pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))
+    conn.execute(*HOLD_FOR_KERNEL)

@@ -7,7 +7,8 @@ migrations: apply a step and record it in one transaction).
    ``statement_timeout`` and the bound settings the SQL files read with ``current_setting()``
    (all transaction-local: nothing outlives the transaction);
 3. the change's work and its ledger row, in that same transaction, in one statement on the
-   server (``sql/engine/change.sql``): the change and its record commit or fail together;
+   server (``sql/engine/change.sql``): the change and its record commit or fail together. The
+   statement first runs the change's verify: a change already in effect is only recorded (noop);
 4. all of it, BEGIN to COMMIT, sent in one pipeline: **one round trip**. No lock the change
    takes on an application table is held while the network is in between: a server 150 ms away
    holds it for the work's own time, as one on loopback does.
@@ -48,10 +49,11 @@ class Work:
     outcome: str = "applied"
     detail: dict[str, Any] = field(default_factory=dict)
     rows: int | None = None
+    already: str | None = None  # a verify script run first: when it passes, only a noop row is written
 
 
-# The server-side halves of a change's statement, created in the transaction that calls them.
-FUNCTIONS = ("engine/change.sql", "engine/batch.sql")
+# The server-side halves of the statements, each created in the transaction that calls it.
+CHANGE, BATCH, VERIFY = ("engine/change.sql",), ("engine/batch.sql",), ("engine/verify.sql",)
 
 
 def error_text(exc: psycopg.Error) -> str:
@@ -91,7 +93,7 @@ def ledger_row(*, run_id: str, step: str, change: str, sha: str, outcome: str, d
 
 def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
                    query: str, args: tuple[Any, ...], *, crash_point: str | None = None,
-                   rollback: bool = False, functions: tuple[str, ...] = FUNCTIONS,
+                   rollback: bool = False, functions: tuple[str, ...] = CHANGE,
                    limits: Limits | None = None) -> "psycopg.Cursor[Any]":
     """BEGIN, ``begin``'s settings, the server-side ``functions`` (sql/ files, each one CREATE),
     ``query`` and COMMIT (ROLLBACK when ``rollback``) in one pipeline: the server gets all of it
@@ -136,11 +138,15 @@ def first(cursor: "psycopg.Cursor[Any]") -> Any:
     return None if row is None else row[0]
 
 
-def verify_in_effect(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
-                     verify: str) -> None:
-    """Run a verify script in one round trip, in a transaction that is always rolled back; raises
-    when the change is not in effect."""
-    one_round_trip(conn, params, settings, "select pg_temp.kbmigrate_change(null, %s, null)", (verify,), rollback=True)
+def problems(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
+             scripts: list[str]) -> list[str | None]:
+    """Run verify scripts in one round trip, in a transaction that is always rolled back: for each,
+    None when the change is in effect, else why not (its error). A verify that could not get its
+    lock, or ran out of time, has no verdict: that error is raised."""
+    if not scripts:
+        return []
+    return list(first(one_round_trip(conn, params, settings, "select pg_temp.kbmigrate_verify(%s::text[])",
+                                     (scripts,), rollback=True, functions=VERIFY)))
 
 
 def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "",
@@ -164,13 +170,14 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
 
 
 def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
-                   sha: str, work: Work, settings: dict[str, str] | None = None) -> int:
-    """Do ``work`` as one change (1-4 above); returns the deploy's row count."""
+                   sha: str, work: Work, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """Do ``work`` as one change (1-4 above); returns its outcome (``work.outcome``, or noop when
+    ``work.already`` passed) and the deploy's row count (``rows``)."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=work.outcome, detail=work.detail,
                      rows=work.rows)
-    return int(with_lock_retries(params, step, change, lambda: first(one_round_trip(
-        conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb)", (work.deploy, work.verify, row),
-        crash_point=change)), run_id, conn))
+    return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
+        conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
+        (work.deploy, work.verify, row, work.already), crash_point=change)), run_id, conn))
 
 
 def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
@@ -181,7 +188,7 @@ def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, ru
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome="applied", detail=detail, rows=None)
     return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_batch(%s, %s, %s::jsonb)", (batch, probe, row),
-        crash_point=change)), run_id, conn))
+        crash_point=change, functions=BATCH)), run_id, conn))
 
 
 def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str, sha: str,

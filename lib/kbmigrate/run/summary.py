@@ -33,35 +33,45 @@ def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
             if r["outcome"] == "applied" and r["rows_affected"]:
                 by_change[r["change"]] = by_change.get(r["change"], 0) + int(r["rows_affected"])
         out.update({f"rows: {change}": n for change, n in by_change.items()})
-    if db.scalar(conn, "select to_regclass('kbmigrate.quarantine') is not null and "
-                       "to_regclass('public.knowledge_base_sections') is not null"):
+    there = db.rows(conn, """select to_regclass('kbmigrate.quarantine') is not null
+                                    and to_regclass('public.knowledge_base_sections') is not null as migrated,
+                                coalesce((select relrowsecurity from pg_class
+                                          where oid = to_regclass('public.knowledge_base')), false)
+                                    and to_regclass('kbmigrate.membership') is not null as isolated,
+                                to_regclass('kbmigrate.legacy_imports') is not null as imported""")[0]
+    if there["migrated"]:
         try:
-            out.update(_kb_now(conn))
+            out.update(_kb_now(conn, isolated=there["isolated"], imported=there["imported"]))
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):  # a run stopped by a lock ends all the same
             out["KB entries now"] = "not counted: another session holds a lock on the KB tables"
     return out
 
 
-def _kb_now(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    kb = db.rows(conn, """select count(*) as total, count(*) filter (where workspace_id is not null) as in_workspace,
-                                 count(*) filter (where is_shared) as shared,
-                                 count(*) filter (where workspace_id is null and not is_shared) as quarantined
-                          from public.knowledge_base""")[0]
-    out["KB entries now"] = kb["total"]
-    out["in a workspace"] = kb["in_workspace"]
-    out["shared"] = kb["shared"]
-    out["quarantined (listed for review)"] = kb["quarantined"]
-    out["assigned but matching a shared rule (listed for review)"] = len(
-        db.rows(conn, read_sql("report/review_shared_assigned.sql")))
-    out["sections"] = db.scalar(conn, "select count(*) from public.knowledge_base_sections")
-    if db.scalar(conn, "select relrowsecurity from pg_class where oid = 'public.knowledge_base'::regclass") and \
-            db.scalar(conn, "select to_regclass('kbmigrate.membership') is not null"):
-        lost = db.rows(conn, read_sql("report/lost_own_entries.sql"))  # the rule in force now, for every user
+def _kb_now(conn: psycopg.Connection[Any], *, isolated: bool, imported: bool) -> dict[str, Any]:
+    """The knowledge base now, its figures in one round trip."""
+    queries: list[tuple[str, Any]] = [
+        ("""select count(*) as total, count(*) filter (where workspace_id is not null) as in_workspace,
+                   count(*) filter (where is_shared) as shared,
+                   count(*) filter (where workspace_id is null and not is_shared) as quarantined
+            from public.knowledge_base""", None),
+        (read_sql("report/review_shared_assigned.sql"), None),
+        ("select count(*) as n from public.knowledge_base_sections", None)]
+    if isolated:
+        queries.append((read_sql("report/lost_own_entries.sql"), None))  # the rule in force now, for every user
+        if imported:
+            queries.append((read_sql("report/gained_access.sql"), None))
+    found = db.batch(conn, queries)
+    kb = found[0][0]
+    out: dict[str, Any] = {"KB entries now": kb["total"], "in a workspace": kb["in_workspace"], "shared": kb["shared"],
+                           "quarantined (listed for review)": kb["quarantined"],
+                           "assigned but matching a shared rule (listed for review)": len(found[1]),
+                           "sections": found[2][0]["n"]}
+    if isolated:
+        lost = found[3]
         out[LOST_ACCESS] = (f"{len(lost)} users lost access to {sum(int(r['entries_lost']) for r in lost)} entries "
                             "they created" if lost else "no user lost access to an entry they created")
-        if db.scalar(conn, "select to_regclass('kbmigrate.legacy_imports') is not null"):
-            got = db.rows(conn, read_sql("report/gained_access.sql"))[0]
+        if imported:
+            got = found[4][0]
             out[GAINED_ACCESS] = (f"{got['users']} users can read {got['entries']} entries imported from the legacy tables"
                                   + (f" ({got['shared']} of them shared with every signed-in user)" if got["shared"] else ""))
     return out
