@@ -45,11 +45,45 @@ def _row(check: str, ok: bool | None, detail: str) -> dict[str, str]:
     return {"check": check, "status": "INFO" if ok is None else ("GO" if ok else "NO-GO"), "detail": detail}
 
 
-def _columns(conn: psycopg.Connection[Any], schema: str, tables: list[str]) -> dict[str, dict[str, str]]:
+def _columns(found: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """report/preflight_columns.sql's rows, by table."""
     out: dict[str, dict[str, str]] = {}
-    for r in db.rows(conn, read_sql("report/preflight_columns.sql"), {"schema": schema, "tables": tables}):
+    for r in found:
         out.setdefault(r["table_name"], {})[r["column_name"]] = r["data_type"]
     return out
+
+
+RELATIONS = ("knowledge_base", "knowledge_base_sections", "workspaces")
+
+
+def _facts(conn: psycopg.Connection[Any], params: RunParams) -> dict[str, list[dict[str, Any]]]:
+    """What most checks read, in one round trip."""
+    schema, table = params.membership_split
+    queries: dict[str, tuple[str, Any]] = {
+        "settings": (SETTINGS, None),
+        "server": ("""select current_setting('server_version_num')::int as num, current_setting('server_version') as version,
+                             to_regprocedure('auth.uid()') is not null as has_uid,
+                             pg_database_size(current_database()) as size,
+                             array(select t from unnest(%s::text[]) as t where to_regclass('public.' || t) is not null) as present""",
+                   (list(RELATIONS),)),
+        "roles": ("select rolname from pg_roles where rolname in ('anon','authenticated','service_role')", None),
+        "columns": (read_sql("report/preflight_columns.sql"), {"schema": "public", "tables": [*EXPECTED, "knowledge_base_sections"]}),
+        "membership": (read_sql("report/preflight_columns.sql"), {"schema": schema, "tables": [table]}),
+        "rls": ("""select t as tablename, c.relrowsecurity as rls,
+                          (select count(*) from pg_policies p where p.schemaname = 'public' and p.tablename = c.relname) as policies
+                   from unnest(array['knowledge_base', 'knowledge_base_sections']) with ordinality as u(t, n)
+                   join pg_class c on c.oid = to_regclass('public.' || t) order by n""", None),
+        "triggers": ("""select string_agg(t.tgname, ', ' order by t.tgname) as names from pg_trigger t
+                        where t.tgrelid = to_regclass('public.knowledge_base') and not t.tgisinternal and t.tgenabled <> 'D'
+                          and (t.tgtype & 16) <> 0""", None),
+        "privileges": ("""select (select rolsuper from pg_roles where rolname = current_user) as superuser,
+               coalesce((select pg_has_role(current_user, c.relowner, 'usage') from pg_class c
+                         where c.oid = to_regclass('public.knowledge_base')), false) as owns_kb,
+               has_database_privilege(current_database(), 'create') as can_create_schema,
+               coalesce((select bool_and(pg_has_role(current_user, r.oid, 'member')) from pg_roles r
+                         where r.rolname in ('anon', 'authenticated', 'service_role')), false) as acts_as_api_roles""", None),
+    }
+    return dict(zip(queries, db.batch(conn, list(queries.values()))))
 
 
 def _shape(table: str, have: dict[str, str] | None, want: dict[str, tuple[str, ...]]) -> tuple[bool, str]:
@@ -82,14 +116,17 @@ def auth_uid_reads_claims(conn: psycopg.Connection[Any]) -> tuple[bool, str]:
 
 # Settings a database or role can carry that would change what the migration does (they reach
 # every session of the run; a non-superuser cannot override the superuser-only ones).
-def settings_rows(conn: psycopg.Connection[Any]) -> list[dict[str, str]]:
-    s = db.rows(conn, """select current_setting('session_replication_role') as replication_role,
-                                current_setting('default_transaction_read_only') as read_only,
-                                current_setting('default_transaction_isolation') as isolation,
-                                current_setting('plpgsql.check_asserts', true) as check_asserts,
-                                current_setting('search_path') as search_path,
-                                'public' = any(current_schemas(false)) as public_on_path,
-                                coalesce((current_schemas(false))[1], '') as first_schema""")[0]
+SETTINGS = """select current_setting('session_replication_role') as replication_role,
+                    current_setting('default_transaction_read_only') as read_only,
+                    current_setting('default_transaction_isolation') as isolation,
+                    current_setting('plpgsql.check_asserts', true) as check_asserts,
+                    current_setting('search_path') as search_path,
+                    'public' = any(current_schemas(false)) as public_on_path,
+                    coalesce((current_schemas(false))[1], '') as first_schema"""
+
+
+def settings_rows(conn: psycopg.Connection[Any], found: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    s = found or db.rows(conn, SETTINGS)[0]
     role = s["replication_role"]
     rows = [
         _row("setting session_replication_role", role == "origin",
@@ -158,19 +195,20 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
     except psycopg.Error as exc:
         rows.append(_row("database identity", False, "cannot read the server's system identifier "
                          f"(pg_control_system()): {exc.diag.message_primary or exc}; the gates need it"))
-    rows += settings_rows(conn)
-    version = int(db.scalar(conn, "show server_version_num"))
-    rows.append(_row("server version", version >= MIN_SERVER,
-                     f"PostgreSQL {db.server_version(conn)} (need 15 or newer)"))
-    has_uid = bool(db.scalar(conn, "select to_regprocedure('auth.uid()') is not null"))
+    facts = _facts(conn, params)
+    server = facts["server"][0]
+    rows += settings_rows(conn, facts["settings"][0])
+    version = int(server["num"])
+    rows.append(_row("server version", version >= MIN_SERVER, f"PostgreSQL {server['version']} (need 15 or newer)"))
+    has_uid = bool(server["has_uid"])
     rows.append(_row("Supabase auth", has_uid, "auth.uid() present" if has_uid else
                      "auth.uid() missing: not a Supabase database (kbmigrate compat adds a stand-in)"))
     if has_uid:
         rows.append(_row("auth.uid() and the API's claims", *auth_uid_reads_claims(conn)))
-    roles = {r["rolname"] for r in db.rows(conn, "select rolname from pg_roles where rolname in ('anon','authenticated','service_role')")}
+    roles = {r["rolname"] for r in facts["roles"]}
     rows.append(_row("API roles", len(roles) == 3, ", ".join(sorted(roles)) or "none of anon, authenticated, service_role"))
 
-    cols = _columns(conn, "public", [*EXPECTED, "knowledge_base_sections"])
+    cols = _columns(facts["columns"])
     for table, want in EXPECTED.items():
         ok, detail = _shape(table, cols.get(table), want)
         if table == "knowledge_base" and table not in cols:
@@ -192,13 +230,9 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
     else:
         rows.append(_row("table public.knowledge_base_sections", None, "absent (created by 02_schema)"))
 
-    for table in ("knowledge_base", "knowledge_base_sections"):
-        state = db.rows(conn, """select c.relrowsecurity as rls,
-                                        (select count(*) from pg_policies p where p.schemaname = 'public' and p.tablename = c.relname) as policies
-                                 from pg_class c where c.oid = to_regclass(%s)""", (f"public.{table}",))
-        if not state:
-            continue
-        rls, policies = state[0]["rls"], state[0]["policies"]
+    for state in facts["rls"]:
+        table = state["tablename"]
+        rls, policies = state["rls"], state["policies"]
         if rls and not policies:
             rows.append(_row(f"RLS on {table}", False, "LOCKOUT: RLS is enabled with no policy, so no API user can read "
                                                       "or write it today; find out why before migrating"))
@@ -208,29 +242,20 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
         else:
             rows.append(_row(f"RLS on {table}", None, f"rls={'on' if rls else 'off'}, {policies} policies"))
 
-    triggers = db.rows(conn, """
-        select string_agg(t.tgname, ', ' order by t.tgname) as names from pg_trigger t
-        where t.tgrelid = to_regclass('public.knowledge_base') and not t.tgisinternal and t.tgenabled <> 'D'
-          and (t.tgtype & 16) <> 0""")[0]["names"] if "knowledge_base" in cols else None
+    triggers = facts["triggers"][0]["names"] if "knowledge_base" in cols else None
     rows.append(_row("update triggers on knowledge_base", not triggers,
                      f"{triggers} fire on UPDATE: the backfill would run them (e.g. an updated_at trigger rewrites "
                      "content timestamps the migration must keep); disable them for the window, or review them first"
                      if triggers else "none"))
 
     schema, table = params.membership_split
-    mcols = _columns(conn, schema, [table]).get(table)
+    mcols = _columns(facts["membership"]).get(table)
     want = {params.membership_user_column: ("uuid",), params.membership_workspace_column: ("uuid",),
             params.membership_joined_column: ("timestamp with time zone", "timestamp without time zone")}
     ok, detail = _shape(table, mcols, want)
     rows.append(_row(f"membership table {schema}.{table}", ok, detail))
 
-    privileges = db.rows(conn, """
-        select (select rolsuper from pg_roles where rolname = current_user) as superuser,
-               coalesce((select pg_has_role(current_user, c.relowner, 'usage') from pg_class c
-                         where c.oid = to_regclass('public.knowledge_base')), false) as owns_kb,
-               has_database_privilege(current_database(), 'create') as can_create_schema,
-               coalesce((select bool_and(pg_has_role(current_user, r.oid, 'member')) from pg_roles r
-                         where r.rolname in ('anon', 'authenticated', 'service_role')), false) as acts_as_api_roles""")[0]
+    privileges = facts["privileges"][0]
     rows.append(_row("privileges", bool((privileges["superuser"] or (privileges["owns_kb"] and privileges["can_create_schema"]))
                                         and privileges["acts_as_api_roles"]),
                      f"superuser={privileges['superuser']}, owns knowledge_base={privileges['owns_kb']}, "
@@ -246,8 +271,7 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
                       f"{listed}. A change already applied is not applied again, so the edit would silently do "
                       "nothing: revert the file, or review the edit and run with -p accept_changed_sql=true")))
 
-    relations = [f"public.{t}" for t in ("knowledge_base", "knowledge_base_sections", "workspaces")
-                 if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
+    relations = [f"public.{t}" for t in RELATIONS if t in server["present"]]
     busy = db.rows(conn, read_sql("report/preflight_activity.sql"), {"relations": relations, "threshold": long_tx_seconds})
     rows.append(_row("long transactions and locks", not busy,
                      "none" if not busy else "; ".join(f"pid {b['pid']} ({b['application_name'] or b['db_user']}, "
@@ -269,7 +293,7 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
 
     rows.append(_row("restore drill server", *drill_server()))
 
-    size = int(db.scalar(conn, "select pg_database_size(current_database())"))
+    size = int(server["size"])
     backup_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(backup_dir).free
     rows.append(_row("disk room for the backup", free > size * 1.2,

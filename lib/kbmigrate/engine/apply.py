@@ -135,9 +135,10 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     try:
         if change.has("notx"):  # outside a transaction; its intent ledgered before, its outcome right after
             _record_started(conn, change, sha, params, run_id)
-            transaction.with_lock_retries(params, change.step, change.name,
-                                          lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
-            rows = int(as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0))["rows"])
+            saved = transaction.with_lock_retries(params, change.step, change.name,
+                                                  lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
+            rows = int(as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0,
+                                      bounds=saved))["rows"])  # its bounds back, in the same round trip
         else:
             rows = int(as_change(Work(text, read_sql(change.verify)))["rows"])
     except psycopg.Error as exc:
@@ -162,29 +163,32 @@ def _started_unrecorded(conn: psycopg.Connection[Any], change: Change) -> str | 
 
 
 def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParams,
-                 deploy: str | sql.Composed) -> int:
-    """Outside a transaction: drop an INVALID index of the same name (a failed earlier build), then build."""
+                 deploy: str | sql.Composed) -> tuple[str, str]:
+    """Outside a transaction: drop an INVALID index of the same name (a failed earlier build), then
+    build. Returns the session's bounds from before, for the build's record to put back."""
     text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
-    for name in _INDEX_NAME.findall(text):
-        invalid = db.scalar(conn, """select n.nspname from pg_index i join pg_class c on c.oid = i.indexrelid
-                                     join pg_namespace n on n.oid = c.relnamespace
-                                     where c.relname = %s and not i.indisvalid""", (name,))
-        if invalid:
-            conn.execute(sql.SQL("drop index concurrently if exists {}").format(sql.Identifier(invalid, name)))
     # A concurrent build blocks no one but may take long: it gets index_timeout, then the session
     # gets its own bounds back (RESET would go to the server's default, which may be none at all).
-    saved = conn.execute("select current_setting('lock_timeout'), current_setting('statement_timeout')").fetchone()
-    assert saved is not None
+    # Saved, set, and the invalid leftovers looked up, in one round trip.
     index = params.limits("index")
-    conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                 (index.lock_timeout, index.statement_timeout))
+    found = db.rows(conn, """with saved as materialized (
+                                 select current_setting('lock_timeout') as lock_timeout,
+                                        current_setting('statement_timeout') as statement_timeout)
+                             select saved.*, set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),
+                                    array(select n.nspname || '.' || c.relname from pg_index i
+                                          join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
+                                          where c.relname = any(%s) and not i.indisvalid) as invalid
+                             from saved""", (index.lock_timeout, index.statement_timeout, _INDEX_NAME.findall(text)))[0]
+    saved = (found["lock_timeout"], found["statement_timeout"])
     try:
+        for qualified in found["invalid"]:
+            conn.execute(sql.SQL("drop index concurrently if exists {}").format(sql.Identifier(*qualified.split(".", 1))))
         with failpoint.while_building(change.name, conn.info.dsn, conn.info.backend_pid), blockers.in_flight():
             conn.execute(deploy)
-    finally:
-        conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
-                     saved)
-    return 0
+    except BaseException:
+        conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)", saved)
+        raise
+    return saved
 
 
 def record_failure(conn: psycopg.Connection[Any], run_id: str, change: Change, sha: str, exc: psycopg.Error,

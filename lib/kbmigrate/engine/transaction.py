@@ -50,6 +50,7 @@ class Work:
     detail: dict[str, Any] = field(default_factory=dict)
     rows: int | None = None
     already: str | None = None  # a verify script run first: when it passes, only a noop row is written
+    bounds: tuple[str, str] | None = None  # the session's lock_timeout and statement_timeout to set first
 
 
 # The server-side halves of the statements, each created in the transaction that calls it.
@@ -94,11 +95,12 @@ def ledger_row(*, run_id: str, step: str, change: str, sha: str, outcome: str, d
 def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
                    query: str, args: tuple[Any, ...], *, crash_point: str | None = None,
                    rollback: bool = False, functions: tuple[str, ...] = CHANGE,
-                   limits: Limits | None = None) -> "psycopg.Cursor[Any]":
+                   limits: Limits | None = None, bounds: tuple[str, str] | None = None) -> "psycopg.Cursor[Any]":
     """BEGIN, ``begin``'s settings, the server-side ``functions`` (sql/ files, each one CREATE),
     ``query`` and COMMIT (ROLLBACK when ``rollback``) in one pipeline: the server gets all of it
     before the client waits for anything. Returns ``query``'s cursor, its rows fetched.
-    ``crash_point``: the failpoint reached with the work sent and COMMIT not yet."""
+    ``crash_point``: the failpoint reached with the work sent and COMMIT not yet. ``bounds``: the
+    session's lock_timeout and statement_timeout, set first (before BEGIN)."""
     if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
         raise RuntimeError("a change needs an autocommit connection outside any transaction: it sends BEGIN and COMMIT itself")
     early: psycopg.Error | None = None  # the server's error, when it came back while the rest was being sent
@@ -111,6 +113,9 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
         try:
             with blockers.in_flight(), conn.pipeline():
                 try:
+                    if bounds:  # the session's own, before its transaction (a concurrent build's put back)
+                        conn.execute("select set_config('lock_timeout', %s, false), "
+                                     "set_config('statement_timeout', %s, false)", bounds, prepare=False)
                     conn.execute("begin", prepare=False)
                     begin(conn, params, settings, limits)
                     for name in functions:
@@ -129,6 +134,9 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
     except BaseException:
         if not conn.broken and conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             conn.execute("rollback")
+        if bounds and not conn.broken:  # set inside the transaction the rollback undid
+            conn.execute("select set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false)",
+                         bounds)
         raise
     return cursor
 
@@ -177,7 +185,7 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
                      rows=work.rows)
     return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
-        (work.deploy, work.verify, row, work.already), crash_point=change)), run_id, conn))
+        (work.deploy, work.verify, row, work.already), crash_point=change, bounds=work.bounds)), run_id, conn))
 
 
 def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
