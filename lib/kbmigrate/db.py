@@ -158,8 +158,8 @@ def rows(conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any
 
 
 def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composable, Any]]) -> list[list[dict[str, Any]]]:
-    """Several queries in one pipeline (one round trip); each query's rows, in order. The first
-    error is raised (the rest are not run)."""
+    """Several queries in one pipeline (one round trip); each query's rows, in order (none for a
+    statement that returns none). The first error is raised (the rest are not run)."""
     if not queries:
         return []
     with in_flight(), conn.pipeline():
@@ -168,7 +168,7 @@ def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composabl
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(query, params, prepare=False)
             cursors.append(cur)
-    return [cur.fetchall() for cur in cursors]
+    return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
 
 
 def server_version(conn: psycopg.Connection[Any]) -> str:

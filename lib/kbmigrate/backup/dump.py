@@ -83,8 +83,8 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
         path.unlink(missing_ok=True)
         env = {**os.environ, **libpq_env(target)}
         started = time.monotonic()
-        snap.execute("begin isolation level repeatable read read only")
-        snapshot = db.scalar(snap, "select pg_export_snapshot()")
+        snapshot = db.batch(snap, [("begin isolation level repeatable read read only", None),
+                                   ("select pg_export_snapshot() as id", None)])[1][0]["id"]  # one round trip
         seen = gates.in_snapshot(snap)
 
         def in_snapshot() -> tuple[dict[str, Any], Any]:
@@ -151,8 +151,10 @@ FINGERPRINTS = {
 def write_fingerprints(conn: psycopg.Connection[Any], folder: Path) -> None:
     """Per-row fingerprints (id, md5 of the app's columns) of the KB tables at dump time: no
     content, just enough to count the application's writes after the backup (rollback)."""
+    present = {r["t"] for r in db.rows(conn, "select t from unnest(%s::text[]) as t where to_regclass('public.' || t) is not null",
+                                       (list(FINGERPRINTS),))}
     for table, query in FINGERPRINTS.items():
-        if db.scalar(conn, "select to_regclass(%s) is null", (f"public.{table}",)):
+        if table not in present:
             continue
         path = folder / f"{table}.fingerprints.gz"
         old = os.umask(0o077)

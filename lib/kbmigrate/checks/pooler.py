@@ -13,20 +13,31 @@ and one client's backend may change between its transactions.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
+import psycopg
+
 from kbmigrate import db
 from kbmigrate.conninfo import Target
 
 TRANSACTION_MODE_PORT = 6543
-ROUNDS = 4  # a and b take turns this many times; each turn one transaction (one round trip)
+ROUNDS = 3  # a and b take turns this many times; each turn one transaction (one round trip)
 
 
-def own_session(target: Target) -> tuple[bool, str]:
-    """(True, what was seen) for a session of its own; (False, why and what to use instead) otherwise."""
-    with db.connect(target, autocommit=True, application_name="kbmigrate pooler probe a") as a, \
-            db.connect(target, autocommit=True, application_name="kbmigrate pooler probe b") as b:
+def own_session(target: Target, a: psycopg.Connection[Any] | None = None) -> tuple[bool, str]:
+    """(True, what was seen) for a session of its own; (False, why and what to use instead)
+    otherwise. ``a``: a connection already open to ``target`` (an autocommit one), to probe with
+    instead of opening one."""
+    with contextlib.ExitStack() as opened:
+        if a is None:
+            a = opened.enter_context(db.connect(target, autocommit=True, application_name="kbmigrate pooler probe a"))
+        b = opened.enter_context(db.connect(target, autocommit=True, application_name="kbmigrate pooler probe b"))
         port = int(a.info.port or 0)
+        threshold = a.prepare_threshold
         a.prepare_threshold = b.prepare_threshold = None  # a pooler would mix two clients' prepared statements
-        a.execute("select set_config('kbmigrate.session_probe', 'a', false)")  # dies with the session
+        opened.callback(setattr, a, "prepare_threshold", threshold)
+        a.execute("select set_config('kbmigrate.session_probe', 'a', false)")  # harmless; dies with the session
         pids_a, pids_b, shared, kept = set(), set(), False, True
         for _ in range(ROUNDS):
             seen = a.execute("select pg_backend_pid(), current_setting('kbmigrate.session_probe', true)").fetchone()

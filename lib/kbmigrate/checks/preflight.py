@@ -189,7 +189,7 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
            backup_dir: Path | None = None) -> list[dict[str, str]]:
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
-    rows.append(_row("connection", *pooler.own_session(target)))
+    rows.append(_row("connection", *pooler.own_session(target, conn if conn.autocommit else None)))
     try:
         rows.append(_row("database identity", True, gates.identity(conn).label()))
     except psycopg.Error as exc:

@@ -106,14 +106,15 @@ class Layout:
 
     @classmethod
     def read(cls, conn: psycopg.Connection[Any]) -> "Layout":
+        found = db.batch(conn, [  # one round trip
+            ("select workspace_id, id from public.knowledge_base_sections order by workspace_id, id", None),
+            ("select id from public.workspaces order by id", None),
+            # shared rows are tried by key: a write over every shared row scans the table, per user
+            ("select id from public.knowledge_base where is_shared order by id limit %s", (SHARED_TRIED,))])
         sections: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for r in db.rows(conn, "select workspace_id, id from public.knowledge_base_sections order by workspace_id, id"):
+        for r in found[0]:
             sections.setdefault(r["workspace_id"], []).append(r["id"])
-        workspaces = [r["id"] for r in db.rows(conn, "select id from public.workspaces order by id")]
-        # shared rows are tried by key: a write over every shared row scans the table, per user
-        shared = [r["id"] for r in db.rows(conn, "select id from public.knowledge_base where is_shared order by id limit %s",
-                                           (SHARED_TRIED,))]
-        return cls(sections, workspaces, shared)
+        return cls(sections, [r["id"] for r in found[1]], [r["id"] for r in found[2]])
 
 
 def _subject(who: Subject, member_of: set[uuid.UUID], expected: Expected, layout: Layout) -> dict[str, Any]:

@@ -72,19 +72,36 @@ def in_effect_check(change: Change) -> str:
     return read_sql(change.verify)
 
 
-def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams) -> str | None:
-    """Why an optional change does not apply here (a legacy source), or None."""
-    if not change.has("optional"):
+def sources(change: Change) -> str | None:
+    """The table in public an optional change reads (a legacy source), or None."""
+    return str(json.loads(change.spec)["source"]) if change.has("optional") else None
+
+
+def present(conn: psycopg.Connection[Any], changes: list[Change]) -> set[str]:
+    """Which of the tables ``changes`` read (``sources``) exist, in one round trip."""
+    names = [name for c in changes if (name := sources(c))]
+    if not names:
+        return set()
+    return {r["t"] for r in db.rows(conn, "select t from unnest(%s::text[]) as t where to_regclass('public.' || t) is not null",
+                                    (names,))}
+
+
+def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams,
+                found: set[str] | None = None) -> str | None:
+    """Why an optional change does not apply here (a legacy source), or None. ``found``: the
+    sources known to exist (``present``), when asked already."""
+    source = sources(change)
+    if source is None:
         return None
     if params.import_legacy is False:
         return "import_legacy is false"
-    source = json.loads(change.spec)["source"]
-    if db.scalar(conn, "select to_regclass(%s) is null", (f"public.{source}",)):
+    if source not in (found if found is not None else present(conn, [change])):
         return f"table public.{source} does not exist"
     return None
 
 
-def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str) -> Outcome:
+def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str,
+          found: set[str] | None = None) -> Outcome:
     """Apply one change (not a batched one) and return what happened. Raises StepFailed, or
     GateClosed when the run lacks its GO or its proven backup of this database."""
     gates.require(conn, run_id, f"{change.step} ({change.name})")
@@ -101,7 +118,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         as_change(Work(None, outcome="noop", detail=detail, rows=0))
         return Outcome(change.name, "noop", 0, time.monotonic() - started, detail)
 
-    reason = skip_reason(conn, change, params)
+    reason = skip_reason(conn, change, params, found)
     if reason:
         return ledger_only({"skipped": reason})
     text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy

@@ -106,9 +106,9 @@ where l.outcome in ('applied', 'started') and l.step = any(%(changing)s)
 order by l.id limit 1"""
 
 
-def first_change(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+def first_change(conn: psycopg.Connection[Any], ledger_exists: bool | None = None) -> dict[str, Any] | None:
     """The migration's first change in effect on this database (since its last rollback), or None."""
-    if not ledger.exists(conn):
+    if not (ledger.exists(conn) if ledger_exists is None else ledger_exists):
         return None
     found = db.rows(conn, FIRST_CHANGE, {"changing": list(plan.CHANGING)})
     return found[0] if found else None
@@ -117,8 +117,9 @@ def first_change(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
 def in_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """What the backup's record needs from the dump's own snapshot (call inside it): which
     database, when, and the migration's first change then in effect (None: none yet)."""
-    return {"identity": asdict(identity(conn)), "taken_at": db.scalar(conn, "select now()::text"),
-            "changed_before": first_change(conn)}
+    now = db.rows(conn, "select now()::text as at, to_regclass('kbmigrate.ledger') is not null as ledger")[0]
+    return {"identity": asdict(identity(conn)), "taken_at": now["at"],
+            "changed_before": first_change(conn, ledger_exists=now["ledger"])}
 
 
 def forget_backup(run_id: str) -> None:

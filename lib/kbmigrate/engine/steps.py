@@ -15,9 +15,11 @@ from kbmigrate.engine.plan import for_step
 def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_id: str,
                *, progress: bool = True) -> list[Outcome]:
     done: list[Outcome] = []
-    for change in for_step(step, params):
+    changes = for_step(step, params)
+    found = apply.present(conn, changes) if params.import_legacy is not False else set()  # one round trip for all
+    for change in changes:
         if change.has("batched"):
             done.append(backfill.run(conn, change, params, run_id, progress=progress))
         else:
-            done.append(apply.apply(conn, change, params, run_id))
+            done.append(apply.apply(conn, change, params, run_id, found))
     return done

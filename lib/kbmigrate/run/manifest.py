@@ -63,7 +63,9 @@ def code() -> dict[str, Any]:
 
 def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunParams,
         extra: dict[str, Any], *, status: str = "running") -> dict[str, Any]:
-    major = int(db.scalar(conn, "show server_version_num")) // 10000
+    server = db.rows(conn, "select current_setting('server_version_num')::int as num, "
+                           "current_setting('server_version') as version")[0]
+    major = int(server["num"]) // 10000
     try:
         pg_dump = clients.version_line(clients.find("pg_dump", major))
     except ClientMissing as exc:
@@ -73,7 +75,7 @@ def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunP
         "operator": operator(),
         "target": {"host": conn.info.host, "port": conn.info.port, "database": conn.info.dbname,
                    "user": conn.info.user, "source": target.source},
-        "server_version": db.server_version(conn), "pg_dump_version": pg_dump, "code": code(),
+        "server_version": server["version"], "pg_dump_version": pg_dump, "code": code(),
         "parameters": {**params.as_dict(), **extra}, "steps": [],
         "previous": previous(conn),
     }
@@ -85,11 +87,13 @@ def has_seals(conn: psycopg.Connection[Any]) -> bool:
 
 def previous(conn: psycopg.Connection[Any]) -> dict[str, str] | None:
     """The run sealed last on this database: its run id and manifest sha256 (None: the first)."""
-    if has_seals(conn):
+    there = db.rows(conn, "select to_regclass('kbmigrate.seals') is not null as seals, "
+                          "to_regclass('kbmigrate.ledger') is not null as ledger")[0]
+    if there["seals"]:
         rows = db.rows(conn, "select run_id, manifest_sha256 from kbmigrate.seals order by id desc limit 1")
         if rows:
             return rows[0]
-    if not ledger.exists(conn):
+    if not there["ledger"]:
         return None
     rows = db.rows(conn, "select run_id, sql_sha256 as manifest_sha256 from kbmigrate.ledger "
                          "where step = %s and change = %s order by id desc limit 1", (SEAL_STEP, SEAL_CHANGE))
@@ -133,10 +137,14 @@ def seal(conn: psycopg.Connection[Any], folder: Path, manifest: dict[str, Any]) 
     digest = sha256_file(folder / "manifest.json")
     if not has_seals(conn):
         return None
+    insert = "insert into kbmigrate.seals (run_id, manifest_sha256, status, previous) values (%s, %s, %s, %s)"
+    values = (manifest["run_id"], digest, manifest["status"], json.dumps(manifest.get("previous")))
+    if conn.autocommit:  # BEGIN, its timeouts, the row and COMMIT in one round trip
+        transaction.one_round_trip(conn, RunParams(), None, insert, values, functions=())
+        return digest
     with conn.transaction():
         transaction.begin(conn, RunParams())
-        conn.execute("insert into kbmigrate.seals (run_id, manifest_sha256, status, previous) values (%s, %s, %s, %s)",
-                     (manifest["run_id"], digest, manifest["status"], json.dumps(manifest.get("previous"))))
+        conn.execute(insert, values)
     return digest
 
 
