@@ -135,8 +135,12 @@ class DelayingProxy:
         with self.counts.lock:
             self.counts.connections += 1
         turns = _Turns(self.counts)
-        await asyncio.gather(self._pipe(client_r, server_w, turns.client), self._pipe(server_r, client_w, turns.server),
-                             return_exceptions=True)
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w, turns.client), self._pipe(server_r, client_w, turns.server),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:  # the proxy stopping: ended quietly (asyncio would print the cancellation)
+            client_w.close()
+            server_w.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[bytes], None]) -> None:
         """Copy ``reader`` to ``writer``, each chunk delivered ``one_way`` after it arrived, in order."""
