@@ -272,7 +272,8 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
                       "nothing: revert the file, or review the edit and run with -p accept_changed_sql=true")))
 
     relations = [f"public.{t}" for t in RELATIONS if t in server["present"]]
-    busy = db.rows(conn, read_sql("report/preflight_activity.sql"), {"relations": relations, "threshold": long_tx_seconds})
+    busy = db.rows(conn, read_sql("report/preflight_activity.sql"), {"relations": relations, "threshold": long_tx_seconds,
+                                                                   "lock_wait": params.lock_timeout})
     rows.append(_row("long transactions and locks", not busy,
                      "none" if not busy else "; ".join(f"pid {b['pid']} ({b['application_name'] or b['db_user']}, "
                                                        f"open {b['transaction_age']}, locks: {b['locks_on_targets'] or '-'})"
