@@ -9,8 +9,10 @@ locks on the tables a run works on.
 
 It looks only while this process has work on the server that could wait (``in_flight``: a
 change's transaction, an index build, pg_dump, a step's query) and has been at it longer than
-one interval; it connects the first time it looks. A run far from its server pays no round
-trips for a watcher while nothing waits. The kernels' watchers also write each line to the run's
+one interval; it connects the first time it looks. Each look waits on the server
+(``sql/engine/watch.sql``) until a session of the run waits or ``LOOK_UP_TO`` seconds have
+passed: a run far from its server pays no round trips for a watcher while nothing is in flight,
+and one per ``LOOK_UP_TO`` seconds while its work runs without waiting. The kernels' watchers also write each line to the run's
 ``waits.log``, which ``relayed`` shows in the terminal of a headless run.
 """
 
@@ -25,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
@@ -34,6 +35,7 @@ from kbmigrate.paths import read_sql
 
 SAY_EVERY = 5.0      # seconds between two "still waiting" lines
 REMEMBER = 30.0      # how long a blocker seen stays the answer to who()
+LOOK_UP_TO = 2.0     # the longest one look waits on the server for a session of the run to wait
 
 _lock = threading.Lock()
 _seen: dict[str, Any] = {"at": 0.0, "rows": []}
@@ -68,6 +70,7 @@ class Watcher:
     def __init__(self, target: Target, run_id: str, say: Callable[[str], None], *, interval: float = 0.2) -> None:
         self.target, self.run_id, self.say, self.interval = target, run_id, say, interval
         self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._loop, name=f"kbmigrate watch {run_id}", daemon=True)
 
     def __enter__(self) -> "Watcher":
@@ -77,13 +80,20 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel_safe(timeout=2)  # a look waiting on the server ends now
+            except Exception:
+                pass
         self._thread.join(timeout=5)
         if self in _watchers:
             _watchers.remove(self)
 
     def _loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
-        query, said = read_sql("report/blockers.sql"), 0.0
+        query, said = read_sql("report/blockers.sql").replace("%(pattern)s", "$1"), 0.0
+        look = "select value from pg_temp.kbmigrate_watch(%s, %s, %s, %s) as value"
         try:
             while not self._stop.is_set():
                 if not db.BUSY.wait(0.5) or self._stop.wait(self.interval) or not db.BUSY.is_set():
@@ -91,13 +101,14 @@ class Watcher:
                     continue  # nothing in flight, or done within one interval: nothing to look at
                 if conn is None:
                     try:
-                        conn = db.connect(self.target, autocommit=True,
-                                          application_name=f"kbmigrate watch {self.run_id}"[:63])
+                        conn = self._conn = db.connect(self.target, autocommit=True,
+                                                       application_name=f"kbmigrate watch {self.run_id}"[:63])
+                        conn.execute(read_sql("engine/watch.sql"))
                     except Exception:  # the step itself will meet (and name) the connection problem
                         return
                 try:  # not db.rows: the watcher's own look is no work in flight
-                    with conn.cursor(row_factory=dict_row) as cur:
-                        rows = cur.execute(query, {"pattern": pattern(self.run_id)}).fetchall()
+                    rows = [r[0] for r in conn.execute(look, (query, pattern(self.run_id), LOOK_UP_TO,
+                                                              self.interval)).fetchall()]
                 except psycopg.Error:
                     return
                 if not rows:
