@@ -462,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "backup on copies of it, and write bench/results.json, results.md and results.png.")
     p.add_argument("--size", choices=SIZES, default="large", help="dataset (default: large)")
     p.add_argument("--traffic-seconds", type=float, default=10.0, help="length of the idle-load baseline (default: 10)")
-    p.add_argument("--traffic-pairs", type=int, default=3,
-                   help="idle/busy pairs for the traffic figures, whose medians are reported (default: 3)")
+    p.add_argument("--traffic-pairs", type=int, default=5,
+                   help="idle/busy pairs for the traffic figures, whose medians are reported (default: 5)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compat", parents=[target], help="install the Supabase compatibility layer on plain PostgreSQL",

@@ -127,13 +127,23 @@ def classify_connect_error(target: Target, exc: psycopg.OperationalError) -> Exc
 # trips for them while nothing could be waiting.
 BUSY = threading.Event()
 _in_flight = [0]
+_span = [0]  # which stretch of work in flight this is: a new one each time BUSY is set
 _flight_lock = threading.Lock()
+
+
+def busy_span() -> int:
+    """The stretch of work in flight now (0: none): the same number as long as work goes on
+    without a break."""
+    with _flight_lock:
+        return _span[0] if _in_flight[0] else 0
 
 
 @contextmanager
 def in_flight() -> Iterator[None]:
     """Around work on the server that could wait for a lock (a query, a change, pg_dump)."""
     with _flight_lock:
+        if not _in_flight[0]:
+            _span[0] += 1
         _in_flight[0] += 1
         BUSY.set()
     try:

@@ -388,7 +388,7 @@ def machine() -> dict[str, str]:
 SCALE_FROM = {"large": "medium", "medium": "small", "small": "small"}  # small against itself: the test suite's
 
 
-def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, traffic_pairs: int = 3,
+def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, traffic_pairs: int = 5,
         echo: Any = print, remote_delays: tuple[float, ...] = remote.DELAYS_MS) -> dict[str, Any]:
     b = Bench(server, size, echo)
     b.ensure_base()
@@ -450,18 +450,22 @@ def run(server: Target, size: str = "large", *, traffic_seconds: float = 10.0, t
     return results
 
 
-# (key, limit): every one must hold in one run at 1M rows (issue 14). Issue 22's remote targets and
-# run.changing_over_seed join them with the committed bench run that shows them (not yet made).
+# (key, limit): every one must hold in one run at 1M rows (issues 14 and 22). run.over_seed (the
+# whole run, checks included, against pg_dump + psql without any) is information now; the whole
+# run's target is the time the application's tables are being changed, against the seed's psql.
+# The remote figures are of the demo's default size, through the bench's own delaying proxy.
 TARGETS = [("backfill.batched_over_single", 1.3), ("backfill.max_batch_seconds", 1.0), ("traffic.p95_over_idle", 1.5),
-           ("traffic.max_wait_seconds", 1.0), ("rls.policy_over_filter", 1.2), ("run.over_seed", 1.5),
-           ("scale.time_ratio_1m_over_100k", 11.0)]
+           ("traffic.max_wait_seconds", 1.0), ("rls.policy_over_filter", 1.2), ("run.changing_over_seed", 1.5),
+           ("scale.time_ratio_1m_over_100k", 11.0), ("remote.round_trips", 300), ("remote.over_loopback_50ms", 2.0),
+           ("remote.app_extra_wait_150ms", 150)]
 # reported, no limit
 FIGURES = ["traffic.p95_over_idle_spread", "traffic.max_wait_seconds_spread", "traffic.unthrottled_p95_over_idle",
            "traffic.migration_seconds", "traffic.unthrottled_migration_seconds", "traffic.throttle_cost_seconds",
-           "run.seconds", "seed.seconds", "seed.pg_dump_seconds", "seed.psql_seconds", "run.app_tables_changing_seconds",
-           "run.changing_over_seed", "run.notebook_overhead_seconds", "rls.secdef_over_policy", "rls.correlated_over_policy",
-           "rls.secdef_over_policy_page", "rls.correlated_over_policy_page", "scale.time_over_rows",
-           "backfill.rows_per_second", "backup.seconds", "backup.mb_per_second", "restore_drill.seconds",
+           "run.seconds", "run.over_seed", "seed.seconds", "seed.pg_dump_seconds", "seed.psql_seconds",
+           "run.app_tables_changing_seconds", "run.notebook_overhead_seconds", "rls.secdef_over_policy",
+           "rls.correlated_over_policy", "rls.secdef_over_policy_page", "rls.correlated_over_policy_page",
+           "scale.time_over_rows", "backfill.rows_per_second", "backup.seconds", "backup.mb_per_second",
+           "restore_drill.seconds", "remote.app_max_wait_ms", "remote.round_trips_by",
            "runner.peak_rss_mb"]
 
 

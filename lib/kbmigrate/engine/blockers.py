@@ -8,8 +8,8 @@ longer waiting, so ``who()`` names the blocker the watcher saw last, or else the
 locks on the tables a run works on.
 
 It looks only while this process has work on the server that could wait (``in_flight``: a
-change's transaction, an index build, pg_dump, a step's query) and has been at it longer than
-one interval; it connects the first time it looks. Each look waits on the server
+change's transaction, an index build, pg_dump, a step's query) and has been at it, without a
+break, longer than ``FIRST_LOOK``; it connects the first time it looks. Each look waits on the server
 (``sql/engine/watch.sql``) until a session of the run waits or ``LOOK_UP_TO`` seconds have
 passed: a run far from its server pays no round trips for a watcher while nothing is in flight,
 and one per ``LOOK_UP_TO`` seconds while its work runs without waiting. The kernels' watchers also write each line to the run's
@@ -36,6 +36,7 @@ from kbmigrate.paths import read_sql
 SAY_EVERY = 5.0      # seconds between two "still waiting" lines
 REMEMBER = 30.0      # how long a blocker seen stays the answer to who()
 LOOK_UP_TO = 2.0     # the longest one look waits on the server for a session of the run to wait
+FIRST_LOOK = 0.5     # work in flight this long, without a break, is looked at (a change's round trip is not)
 
 _lock = threading.Lock()
 _seen: dict[str, Any] = {"at": 0.0, "rows": []}
@@ -95,10 +96,16 @@ class Watcher:
         query, said = read_sql("report/blockers.sql").replace("%(pattern)s", "$1"), 0.0
         look = "select value from pg_temp.kbmigrate_watch(%s, %s, %s, %s) as value"
         try:
+            looked = 0
             while not self._stop.is_set():
-                if not db.BUSY.wait(0.5) or self._stop.wait(self.interval) or not db.BUSY.is_set():
+                if not db.BUSY.wait(0.5):
                     said = 0.0
-                    continue  # nothing in flight, or done within one interval: nothing to look at
+                    continue
+                span = db.busy_span()
+                if self._stop.wait(self.interval if span == looked else FIRST_LOOK) or db.busy_span() != span:
+                    said = 0.0
+                    continue  # nothing in flight, or that work done before the first look: nothing to look at
+                looked = span
                 if conn is None:
                     try:
                         conn = self._conn = db.connect(self.target, autocommit=True,

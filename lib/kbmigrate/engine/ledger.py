@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 import psycopg
@@ -10,8 +11,18 @@ import psycopg
 from kbmigrate import db
 
 
+_SEEN: "weakref.WeakSet[psycopg.Connection[Any]]" = weakref.WeakSet()  # connections that found it
+
+
 def exists(conn: psycopg.Connection[Any]) -> bool:
-    return bool(db.scalar(conn, "select to_regclass('kbmigrate.ledger') is not null"))
+    """Whether the database has the ledger; once a connection has found it, not asked again on it
+    (nothing of the tool drops it: a rollback restores the application's schemas, not the ledger)."""
+    if conn in _SEEN:
+        return True
+    found = bool(db.scalar(conn, "select to_regclass('kbmigrate.ledger') is not null"))
+    if found:
+        _SEEN.add(conn)
+    return found
 
 
 def record(conn: psycopg.Connection[Any], *, run_id: str, step: str, change: str, sql_sha256: str,
