@@ -52,7 +52,8 @@ class Step:
         # While a statement of this step waits for a lock, the cell's output says for whom.
         self.waits: list[str] = []
         self.stopped: dict[str, Any] | None = None  # the cell an expected failure stopped this step at
-        self.watcher = blockers.Watcher(self.target, self.run_id, self._waiting).__enter__()
+        self.watcher = blockers.Watcher(self.target, self.run_id, self._waiting, first_look=min(
+            blockers.FIRST_LOOK, params.seconds("lock_timeout") / 3)).__enter__()
         in_the_kernel(self)
 
     def going_on(self) -> None:

@@ -36,7 +36,8 @@ from kbmigrate.paths import read_sql
 SAY_EVERY = 5.0      # seconds between two "still waiting" lines
 REMEMBER = 30.0      # how long a blocker seen stays the answer to who()
 LOOK_UP_TO = 2.0     # the longest one look waits on the server for a session of the run to wait
-FIRST_LOOK = 0.5     # work in flight this long, without a break, is looked at (a change's round trip is not)
+FIRST_LOOK = 0.5     # work in flight this long, without a break, is looked at (a change's round trip is not),
+                     # or a third of the step's lock_timeout when that is shorter
 
 _lock = threading.Lock()
 _seen: dict[str, Any] = {"at": 0.0, "rows": []}
@@ -68,8 +69,12 @@ def waiting_line(rows: list[dict[str, Any]]) -> str:
 class Watcher:
     """Watch the sessions of a run for lock waits; ``say`` each wait (a line) as it goes on."""
 
-    def __init__(self, target: Target, run_id: str, say: Callable[[str], None], *, interval: float = 0.2) -> None:
+    def __init__(self, target: Target, run_id: str, say: Callable[[str], None], *, interval: float = 0.2,
+                 first_look: float = FIRST_LOOK) -> None:
+        """``first_look``: how long work must be in flight before it is looked at; keep it well
+        under the lock_timeout of the work watched, or a wait ends before anyone saw it."""
         self.target, self.run_id, self.say, self.interval = target, run_id, say, interval
+        self.first_look = first_look
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._loop, name=f"kbmigrate watch {run_id}", daemon=True)
@@ -102,7 +107,7 @@ class Watcher:
                     said = 0.0
                     continue
                 span = db.busy_span()
-                if self._stop.wait(self.interval if span == looked else FIRST_LOOK) or db.busy_span() != span:
+                if self._stop.wait(self.interval if span == looked else self.first_look) or db.busy_span() != span:
                     said = 0.0
                     continue  # nothing in flight, or that work done before the first look: nothing to look at
                 looked = span
