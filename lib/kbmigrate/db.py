@@ -181,6 +181,14 @@ def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composabl
     return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
 
 
+def tables_present(conn: psycopg.Connection[Any], names: list[str], schema: str = "public") -> set[str]:
+    """Which of the tables ``names`` (in ``schema``) exist, in one round trip."""
+    if not names:
+        return set()
+    return {r["t"] for r in rows(conn, "select t from unnest(%s::text[]) as t where to_regclass(quote_ident(%s) || '.' "
+                                       "|| quote_ident(t)) is not null", (list(names), schema))}
+
+
 def server_version(conn: psycopg.Connection[Any]) -> str:
     return str(scalar(conn, "show server_version"))
 

@@ -151,8 +151,7 @@ FINGERPRINTS = {
 def write_fingerprints(conn: psycopg.Connection[Any], folder: Path) -> None:
     """Per-row fingerprints (id, md5 of the app's columns) of the KB tables at dump time: no
     content, just enough to count the application's writes after the backup (rollback)."""
-    present = {r["t"] for r in db.rows(conn, "select t from unnest(%s::text[]) as t where to_regclass('public.' || t) is not null",
-                                       (list(FINGERPRINTS),))}
+    present = db.tables_present(conn, list(FINGERPRINTS))
     for table, query in FINGERPRINTS.items():
         if table not in present:
             continue

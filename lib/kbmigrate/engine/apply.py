@@ -79,11 +79,7 @@ def sources(change: Change) -> str | None:
 
 def present(conn: psycopg.Connection[Any], changes: list[Change]) -> set[str]:
     """Which of the tables ``changes`` read (``sources``) exist, in one round trip."""
-    names = [name for c in changes if (name := sources(c))]
-    if not names:
-        return set()
-    return {r["t"] for r in db.rows(conn, "select t from unnest(%s::text[]) as t where to_regclass('public.' || t) is not null",
-                                    (names,))}
+    return db.tables_present(conn, [name for c in changes if (name := sources(c))])
 
 
 def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams,
