@@ -122,7 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
 LONGEST_FIRST = ["test_runbook", "test_lab_run", "test_crash_cli", "test_evidence", "test_never_hang", "test_rollback",
                  "test_secrets_and_errors", "test_crash", "test_lab_browser", "test_interrupt", "test_bench", "test_report",
                  "test_never_hang_late", "test_legacy_sources", "test_connection_lost", "test_nbval", "test_gates",
-                 "test_conninfo", "test_isolation", "test_lock_timeout", "test_supabase_no_go", "test_lab"]
+                 "test_conninfo", "test_run_kernel", "test_isolation", "test_lock_timeout", "test_supabase_no_go", "test_lab"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ test_never_hang.py, test_throttle.py), and the uninterrupted run with the failpo
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from kbmigrate import db
@@ -77,13 +78,14 @@ def reference(server: Target) -> dict[str, Any]:
     each backfill batch, one in each concurrent index build."""
     params = RunParams(batch_size=batch_size(server))
     target = new_demo(server, "kbt_crash_ref")
+    run_id = f"reference_{os.getpid()}"  # its drill's scratch database is named after it: one per test process
     try:
-        gated(target, "reference", params)
-        apply_all(target, params, "reference")
+        gated(target, run_id, params)
+        apply_all(target, params, run_id)
         expected = state(target)
         with db.connect(target) as conn:
-            batches = int(db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = 'reference' "
-                                          "and change = 'backfill_workspace_ids'"))
+            batches = int(db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = %s "
+                                          "and change = 'backfill_workspace_ids'", (run_id,)))
     finally:
         drop(server, target)
     changes = [c for step in STEPS for c in for_step(step, params)]

@@ -65,3 +65,18 @@ def current_on(creator: Callable[[], Any], label: str) -> None:
         Connection.connections.pop(key)
     Connection.connections[label] = made
     Connection.current = made
+
+
+def disconnect() -> None:
+    """Close every session ``%sql`` holds (a step's kernel is made new for the next step)."""
+    import sys
+
+    if "sql.connection" not in sys.modules:  # %sql never loaded here: nothing to close
+        return
+    from sql.connection import Connection
+
+    for key, made in list(Connection.connections.items()):
+        made.internal_connection.close()
+        made.internal_connection.engine.dispose()
+        Connection.connections.pop(key)
+    Connection.current = None

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import cells, conninfo, db, errors, ipysql
-from kbmigrate.engine import blockers, gates, ledger, lock
+from kbmigrate.engine import blockers, failpoint, gates, ledger, lock
 from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, StepStopped, TooSlow
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import RUNS_DIR, WAITS_LOG, append_line, read_sql
@@ -55,6 +55,11 @@ class Step:
         self.watcher = blockers.Watcher(self.target, self.run_id, self._waiting, first_look=min(
             blockers.FIRST_LOOK, params.seconds("lock_timeout") / 3)).__enter__()
         in_the_kernel(self)
+
+    def close(self) -> None:
+        """End the step's watcher and session (``leave``)."""
+        self.watcher.__exit__(None, None, None)
+        self.conn.close()
 
     def going_on(self) -> None:
         """Refuse to go on past a cell that stopped the step (it may run again itself)."""
@@ -139,6 +144,7 @@ class Step:
 
 
 _current: dict[str, Any] = {}  # the kernel's current step, and the cell running now
+_hooked: list[bool] = []  # the cell hooks are in place in this kernel
 
 
 def _same_cell(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
@@ -147,11 +153,14 @@ def _same_cell(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
 
 def _cell_begins(info: Any) -> None:
     _current["cell"] = {"id": getattr(info, "cell_id", None), "sha": cells.sha(info.raw_cell or "")}
-    _current["step"].waits.clear()
+    if "step" in _current:
+        _current["step"].waits.clear()
 
 
 def _cell_ends(result: Any) -> None:
-    step, cell = _current["step"], _current.get("cell")
+    step, cell = _current.get("step"), _current.get("cell")
+    if step is None:
+        return
     if result.success and step.stopped and _same_cell(step.stopped, cell):
         step.stopped = None  # the cell that stopped the step ran again, and went through
 
@@ -191,9 +200,10 @@ def show_failures_plainly(step: Step) -> None:
     ip = get_ipython()
     if ip is None:
         return
-    if not _current:  # once per kernel; a later start() makes its step the current one
+    if not _hooked:  # once per kernel; a later start() makes its step the current one
         ip.events.register("pre_run_cell", _cell_begins)
         ip.events.register("post_run_cell", _cell_ends)
+        _hooked.append(True)
     _current["step"] = step
 
     def handler(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
@@ -322,3 +332,26 @@ def check(ok: bool, what: str, offending: pd.DataFrame | None = None, *, show: i
         more = f" (first {show} of {len(offending)})" if len(offending) > show else ""
         what = f"{what}{more}:\n  " + "\n  ".join(lines)
     raise CheckFailed(what=what)
+
+
+def leave() -> None:
+    """End this kernel's step before the next notebook of the run runs in it (``run/kernel.py``):
+    the step's sessions closed (its own, ``%sql``'s) and its lock watcher stopped; the namespace,
+    the history and the cell count new; the per-process memories of a step (failpoints reached,
+    backup hashes) forgotten. As in a kernel of its own, except that imports stay."""
+    from IPython import get_ipython
+
+    step = _current.pop("step", None)
+    _current.pop("cell", None)
+    if step is not None:
+        step.close()
+    ipysql.disconnect()
+    failpoint.forget()
+    gates.forget()
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    ip = get_ipython()
+    if ip is not None:
+        ip.custom_exceptions = ()  # a fresh kernel shows every failure as it comes until start()
+        ip.reset(new_session=True)

@@ -28,6 +28,7 @@ from kbmigrate.dev import demo, remote
 from kbmigrate.dev.gating import gated
 from kbmigrate.engine import backfill, plan
 from kbmigrate.run import runner
+from kbmigrate.run.kernel import IpcKernelManager
 from kbmigrate.engine.apply import composed
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.components.embedded import bin_dir
@@ -375,7 +376,7 @@ class Bench:
             for _ in range(3):
                 t0 = time.perf_counter()
                 papermill.execute_notebook(str(src), str(Path(tmp) / "o.ipynb"), kernel_name="python3", progress_bar=False,
-                                           kernel_manager_class=runner.IpcKernelManager)
+                                           kernel_manager_class=IpcKernelManager)
                 times.append(time.perf_counter() - t0)
         return statistics.median(times)
 

@@ -28,6 +28,11 @@ RUNNER_PID = "KBMIGRATE_RUNNER_PID"
 _reached: dict[str, int] = {}
 
 
+def forget() -> None:
+    """Count the places reached anew: "@N" counts within one step, as in a kernel of its own."""
+    _reached.clear()
+
+
 def _armed(name: str) -> bool:
     spec = os.environ.get(ENV, "")
     if not spec:

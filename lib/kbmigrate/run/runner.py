@@ -12,13 +12,11 @@ import logging
 import os
 import secrets as pysecrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.manager import KernelManager
 import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
@@ -27,6 +25,7 @@ from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
 from kbmigrate.run import interrupt, manifest, notebooks
+from kbmigrate.run.kernel import IpcKernelManager, RunKernel
 from kbmigrate.run.record import Run, StepEntry
 from kbmigrate.conninfo import Target, libpq_env
 from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
@@ -38,50 +37,8 @@ LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSW
               "PGSERVICEFILE", "PGSSLMODE", "PGOPTIONS", "PGAPPNAME", "PGCONNECT_TIMEOUT")
 
 
-class IpcKernelManager(KernelManager):
-    """Kernels talk over local sockets (IPC), not TCP: nothing listens on the network. What a
-    kernel process itself prints (outside any cell: its start-up and shut-down chatter) goes to
-    ``log_path`` when a run sets one, not to the terminal of the person running it."""
-
-    log_path: Path | None = None
-
-    def __init__(self, **kwargs: Any) -> None:
-        # Each kernel gets its sockets in a private folder: a shared prefix lets concurrent
-        # kernels (or one orphaned by a killed run) collide on the same socket files.
-        folder = tempfile.mkdtemp(prefix="kbmigrate-kernel-")
-        super().__init__(transport="ipc", ip=os.path.join(folder, "kernel"), **kwargs)
-        self._socket_folder = folder
-
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-        if self.log_path is not None:
-            log = open(self.log_path, "ab")  # noqa: SIM115 - the kernel process holds it while it lives
-            kw.setdefault("stdout", log)
-            kw.setdefault("stderr", log)
-            try:
-                await super()._async_launch_kernel(kernel_cmd, **kw)
-            finally:
-                log.close()  # the child has its own copy of the descriptor
-        else:
-            await super()._async_launch_kernel(kernel_cmd, **kw)
-        self._pgid = getattr(self.provisioner, "pgid", None)
-        if self._pgid:
-            interrupt.KERNEL_GROUPS.add(self._pgid)  # a signal to the run interrupts this kernel
-
-    def cleanup_resources(self, restart: bool = False) -> None:
-        interrupt.KERNEL_GROUPS.discard(getattr(self, "_pgid", None) or 0)
-        super().cleanup_resources(restart=restart)
-        if not restart:
-            shutil.rmtree(self._socket_folder, ignore_errors=True)
-
-
 def new_run_id() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{pysecrets.token_hex(2)}"
-
-
-
-
-
-
 
 
 def resolve_step(name: str) -> str:
@@ -321,42 +278,11 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
     with kernel_environment(target), kernel_chatter_to(folder / "kernels.log", target), \
             interrupt.stop_on_signals(target, run_id, lambda m: echo(m), manifest.utc_now) as stop, \
             blockers.relayed(folder / WAITS_LOG, lambda line: echo(f"  {line}")):
-        for step in steps:
-            if stop.signal:
-                break
-            entry = run.begin(step)
-            out = from_evidence(entry.notebook)
-            echo(f"▶ {step} …" if entry.attempt == 1 else f"▶ {step} (attempt {entry.attempt}) …")
-            status, error = "succeeded", None
-            try:
-                papermill.execute_notebook(
-                    notebooks.read(step), str(out), parameters=notebooks.own(step, {"run_id": run_id, **parameters, **extra}),
-                    kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
-                    request_save_on_cell_execute=True, kernel_manager_class=kernels,
-                    # the notebook is done and saved, its transactions are over: end the kernel at
-                    # once rather than wait on its graceful exit (0.4 s or more per step)
-                    shutdown_kernel="immediate",
-                )
-            except PapermillExecutionError as exc:
-                status, error = "failed", target.redact(_failure_reason(exc, run_id)).rstrip(".")
-                failure = RunFailed(step=step, reason=error, evidence=shown(out))
-            except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
-                status, error = "failed", target.redact(f"the notebook kernel failed: {exc}")
-                failure = RunFailed(step=step, reason=error, evidence=shown(out))
-            except KeyboardInterrupt:  # a second signal: stop at once, still leaving a true record
-                status, error = "interrupted", f"stopped at once by a second {stop.signal}"
-                failure = Interrupted(run=run_id, signal=stop.signal or "SIGINT", step=step, evidence=shown(folder))
-            if stop.signal and not isinstance(failure, Interrupted):
-                status, error = "interrupted", f"interrupted by {stop.signal}" + (f" ({error})" if error else "")
-                failure = Interrupted(run=run_id, signal=stop.signal, step=step, evidence=shown(folder))
-                if out.exists():
-                    mark_interrupted(out, stop)
-            if out.exists():
-                scan_for_secrets(out, target.secrets)
-            run.end(entry, status, error)
-            echo(f"  {entry.status} in {entry.seconds} s → {entry.notebook}")
-            if failure:
-                break
+        kernel = RunKernel(kernels, NOTEBOOK_DIR)
+        try:
+            failure = _steps(target, run, steps, progress, echo, parameters, extra, stop, kernel)
+        finally:
+            kernel.close()
         if stop.signal and failure is None:  # stopped between steps
             failure = Interrupted(run=run_id, signal=stop.signal, step="the pause between two steps", evidence=shown(folder))
         if stop.signal:
@@ -367,4 +293,45 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
                     application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
         run.finish(conn, status, interrupted=stop.as_dict() if stop.signal else None)
     echo(f"  report → {run.data['report']['path']}")
+    return failure
+
+
+def _steps(target: Target, run: Run, steps: list[str], progress: bool, echo: Any, parameters: dict[str, Any],
+           extra: dict[str, Any], stop: interrupt.Stop, kernel: RunKernel) -> Exception | None:
+    """Run each step in the run's kernel, recording it; returns what stopped the run, if anything."""
+    failure: Exception | None = None
+    run_id, folder = run.run_id, run.folder
+    for step in steps:
+        if stop.signal:
+            break
+        entry = run.begin(step)
+        out = from_evidence(entry.notebook)
+        echo(f"▶ {step} …" if entry.attempt == 1 else f"▶ {step} (attempt {entry.attempt}) …")
+        status, error = "succeeded", None
+        try:
+            papermill.execute_notebook(
+                notebooks.read(step), str(out), parameters=notebooks.own(step, {"run_id": run_id, **parameters, **extra}),
+                kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
+                request_save_on_cell_execute=True, km=kernel.for_step(),  # the run's kernel, made new (run/kernel.py)
+            )
+        except PapermillExecutionError as exc:
+            status, error = "failed", target.redact(_failure_reason(exc, run_id)).rstrip(".")
+            failure = RunFailed(step=step, reason=error, evidence=shown(out))
+        except (RuntimeError, OSError, TimeoutError) as exc:  # the kernel did not start or answer
+            status, error = "failed", target.redact(f"the notebook kernel failed: {exc}")
+            failure = RunFailed(step=step, reason=error, evidence=shown(out))
+        except KeyboardInterrupt:  # a second signal: stop at once, still leaving a true record
+            status, error = "interrupted", f"stopped at once by a second {stop.signal}"
+            failure = Interrupted(run=run_id, signal=stop.signal or "SIGINT", step=step, evidence=shown(folder))
+        if stop.signal and not isinstance(failure, Interrupted):
+            status, error = "interrupted", f"interrupted by {stop.signal}" + (f" ({error})" if error else "")
+            failure = Interrupted(run=run_id, signal=stop.signal, step=step, evidence=shown(folder))
+            if out.exists():
+                mark_interrupted(out, stop)
+        if out.exists():
+            scan_for_secrets(out, target.secrets)
+        run.end(entry, status, error)
+        echo(f"  {entry.status} in {entry.seconds} s → {entry.notebook}")
+        if failure:
+            break
     return failure
