@@ -348,9 +348,10 @@ def leave() -> None:
     ipysql.disconnect()
     failpoint.forget()
     gates.forget()
-    import matplotlib.pyplot as plt
+    import sys
 
-    plt.close("all")
+    if "matplotlib.pyplot" in sys.modules:  # the step drew charts: their figures go with it
+        sys.modules["matplotlib.pyplot"].close("all")
     ip = get_ipython()
     if ip is not None:
         ip.custom_exceptions = ()  # a fresh kernel shows every failure as it comes until start()

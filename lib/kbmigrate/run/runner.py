@@ -24,7 +24,7 @@ from papermill.exceptions import PapermillExecutionError
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
-from kbmigrate.run import interrupt, manifest, notebooks
+from kbmigrate.run import interrupt, manifest, notebooks, saving
 from kbmigrate.run.kernel import IpcKernelManager, RunKernel
 from kbmigrate.run.record import Run, StepEntry
 from kbmigrate.conninfo import Target, libpq_env
@@ -312,7 +312,8 @@ def _steps(target: Target, run: Run, steps: list[str], progress: bool, echo: Any
             papermill.execute_notebook(
                 notebooks.read(step), str(out), parameters=notebooks.own(step, {"run_id": run_id, **parameters, **extra}),
                 kernel_name="python3", progress_bar=progress, cwd=str(NOTEBOOK_DIR),
-                request_save_on_cell_execute=True, km=kernel.for_step(),  # the run's kernel, made new (run/kernel.py)
+                request_save_on_cell_execute=True, engine_name=saving.NAME,  # saved as each code cell starts and ends
+                km=kernel.for_step(),  # the run's kernel, made new (run/kernel.py)
             )
         except PapermillExecutionError as exc:
             status, error = "failed", target.redact(_failure_reason(exc, run_id)).rstrip(".")
