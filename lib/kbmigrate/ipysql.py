@@ -56,7 +56,8 @@ def current_on(creator: Callable[[], Any], label: str) -> None:
 
     registry.register(NAME, __name__, "Dialect")
     engine = sqlalchemy.create_engine("postgresql+kbmigrate://", creator=creator, isolation_level="AUTOCOMMIT",
-                                      use_native_hstore=False, pool_size=1, max_overflow=0)
+                                      use_native_hstore=False, pool_size=1, max_overflow=0,
+                                      pool_reset_on_return=None)  # autocommit: no ROLLBACK (a round trip) on return
     made = Connection.__new__(Connection)  # its __init__ would build the engine from a URL
     made.url, made.dialect, made.name, made.connect_args = engine.url, engine.url.get_dialect(), label, {}
     made.internal_connection = engine.connect()

@@ -9,7 +9,8 @@ answer before it sends again. The proxy counts, per connection, each time bytes 
 reach the server after bytes from the server reached the client (the first bytes of a connection
 count too): a client that goes on sending while an answer is still on its way pays no new one.
 Connection set-up (startup, authentication) is counted with the rest: it is paid for in time all
-the same. A client that pipelines many statements before it reads pays one.
+the same. A client that pipelines many statements before it reads pays one. A client's goodbye
+(the protocol's Terminate message, alone) is no turn: nothing waits for an answer to it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def application_name(startup: bytes) -> str | None:
     return pairs.get(b"application_name", b"").decode("utf-8", "replace")
 
 
+TERMINATE = b"X\x00\x00\x00\x04"  # the frontend's Terminate message: the session ends, no answer comes
+
+
 class _Turns:
     """One connection's direction of talk: a turn begins when the client speaks after the server."""
 
@@ -71,7 +75,7 @@ class _Turns:
                 self.name = application_name(chunk)
                 if self.name is not None:
                     self.counts.by_application[self.name] = self.counts.by_application.get(self.name, 0) + self.unnamed
-            if self.server_spoke:
+            if self.server_spoke and chunk != TERMINATE:
                 self.counts.round_trips += 1
                 self.server_spoke = False
                 if self.name is None:
