@@ -88,7 +88,8 @@ class Step:
         self.going_on()
         done = apply_step(self.conn, self.step, self.params, self.run_id, progress=progress)
         return pd.DataFrame([{"change": o.change, "outcome": o.outcome, "rows": o.rows_affected,
-                              "seconds": round(o.seconds, 3),
+                              "seconds": round(o.seconds, 3), "locks held at commit": locks_text(o.detail),
+                              "held (s)": o.detail.get("held_seconds"),
                               "note": o.detail.get("skipped") or o.detail.get("already") or ""} for o in done])
 
     def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:
@@ -141,6 +142,23 @@ class Step:
 
     def ledger(self) -> pd.DataFrame:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
+
+
+def locks_text(detail: dict[str, Any]) -> str:
+    """A change's locks on the application's relations (``change.sql``), e.g. "public.knowledge_base
+    AccessExclusiveLock"; a relation's weaker modes beside its strongest are left out."""
+    strength = ["AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
+                "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"]
+
+    def rank(mode: str) -> int:
+        return strength.index(mode) if mode in strength else -1
+
+    strongest: dict[str, str] = {}
+    for held in detail.get("locks") or []:
+        now = strongest.get(held["relation"])
+        if now is None or rank(held["mode"]) > rank(now):
+            strongest[held["relation"]] = held["mode"]
+    return ", ".join(f"{rel} {mode}" for rel, mode in strongest.items())
 
 
 _current: dict[str, Any] = {}  # the kernel's current step, and the cell running now

@@ -128,8 +128,8 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
             raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
         if done["outcome"] == "noop":
             return Outcome(change.name, "noop", 0, time.monotonic() - started,
-                           {"already": "verify passed before deploy"})
-        return Outcome(change.name, "applied", max(int(done["rows"]), 0), time.monotonic() - started)
+                           {"already": "verify passed before deploy", **held(done)})
+        return Outcome(change.name, "applied", max(int(done["rows"]), 0), time.monotonic() - started, held(done))
     already, _ = verify_passes(conn, change, params, settings)
     if already and change.has("notx"):
         built_by = _started_unrecorded(conn, change)
@@ -158,6 +158,11 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         record_failure(conn, run_id, change, sha, exc, params)
         raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
     return Outcome(change.name, "applied", max(rows, 0), time.monotonic() - started)
+
+
+def held(done: dict[str, Any]) -> dict[str, Any]:
+    """What a change's transaction held on the application's relations, and how long (``change.sql``)."""
+    return {k: done[k] for k in ("locks", "held_seconds") if k in done}
 
 
 def _record_started(conn: psycopg.Connection[Any], change: Change, sha: str, params: RunParams, run_id: str) -> None:
