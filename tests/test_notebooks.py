@@ -61,9 +61,9 @@ def test_the_parameters_cell_is_a_part_of_runparams(step: str) -> None:
 
 def test_a_step_is_handed_only_its_own_parameters() -> None:
     values = {"run_id": "r", **RunParams(lock_timeout="2s").as_dict(), "rollback_of": "x", "accept_loss": True}
-    assert notebooks.own("01_backup", values) == {"run_id": "r", "membership_table": "public.workspace_members",
-                                                  "lock_timeout": "2s", "statement_timeout": "5min",
-                                                  "read_timeout": "1min", "backup_timeout": "1h"}
+    assert notebooks.own("00_preflight", values)["lock_timeout"] == "2s"
+    # 01 rehearses the changes on the restored copy: it is handed every run parameter, and nothing else
+    assert notebooks.own("01_backup", values) == {"run_id": "r", **RunParams(lock_timeout="2s").as_dict()}
     assert notebooks.own("07_rollback", values)["rollback_of"] == "x"
     assert "rollback_of" not in notebooks.own("02_schema", values)
 

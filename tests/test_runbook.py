@@ -160,6 +160,38 @@ def _fields(source: str) -> list[str]:
             "legacy_persona_data": ["job_title", "goals", "challenges", "demographics"]}[source]
 
 
+def test_the_rehearsal_foretold_production(migrated: Any) -> None:
+    """01 rehearsed 02-05 on the restored copy: the same changes as production then made, each with
+    the locks its transaction held, and the entries where production has them now."""
+    target, _, manifest = migrated
+    record = manifest["rehearsal"]
+    path = REPO_ROOT / record["path"]
+    assert record["ok"] and hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    rehearsed = json.loads(path.read_text())
+    with db.connect(target) as conn:
+        done = db.rows(conn, """select step, change from kbmigrate.ledger where run_id = %s
+                              and step in ('02_schema', '03_backfill', '04_seed_sections', '05_import_legacy')
+                              and outcome in ('applied', 'noop', 'skipped') group by step, change order by min(id)""",
+                     (manifest["run_id"],))
+        now = fetch(conn, """select count(*) as total, count(*) filter (where is_shared) as shared,
+                                    count(*) filter (where workspace_id is not null) as in_a_workspace,
+                                    count(*) filter (where workspace_id is null and not is_shared) as without_workspace
+                             from public.knowledge_base""")[0]
+    assert [(c["step"], c["change"]) for c in rehearsed["changes"]] == [(d["step"], d["change"]) for d in done]
+    by_name = {c["change"]: c for c in rehearsed["changes"]}
+    # ALTER TABLE ... ADD COLUMN takes ACCESS EXCLUSIVE (PostgreSQL's documentation of ALTER TABLE)
+    assert {"relation": "public.knowledge_base", "mode": "AccessExclusiveLock"} in by_name["kb_columns"]["locks"]
+    assert 0 <= by_name["kb_columns"]["held_seconds"] <= by_name["kb_columns"]["seconds"] + 0.5
+    totals = rehearsed["entries"]["totals"]
+    assert {k: int(totals[k]) for k in now} == {k: int(v) for k, v in now.items()}
+    assert sum(int(w["entries"]) for w in rehearsed["entries"]["per_workspace"]) == int(now["in_a_workspace"])
+    from kbmigrate.backup import drill
+
+    with db.connect(drill.local_server().with_database("postgres")) as conn:
+        assert not db.scalar(conn, "select count(*) from pg_database where datname = %s", (rehearsed["database"],)), \
+            "the rehearsal's copy was not dropped"
+
+
 def test_rerun_changes_nothing(migrated: Any) -> None:
     target, _, _ = migrated
     first = checksums(target)

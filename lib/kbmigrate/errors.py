@@ -75,6 +75,10 @@ class DrillFailed(BackupFailed):
     """The restore drill failed: {reason}"""
 
 
+class RehearsalFailed(KbError):
+    """The rehearsal on the restored copy failed, so production is a NO-GO: {reason}. Nothing in production has changed; its evidence is {evidence}."""
+
+
 class RunLocked(KbError):
     """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
 

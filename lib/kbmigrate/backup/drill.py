@@ -13,7 +13,7 @@ that return NULL. Foreign keys into the platform's tables cannot be checked with
 platform's rows: they are left out of the drill and listed. Then ``pg_restore`` (the local
 server's own version, which reads older archives) restores in one transaction, stopping on the
 first error, and every table's row count and checksum must equal those taken at dump time. The
-scratch database is dropped whatever happens.
+scratch database is dropped whatever happens, or, proven equal, kept for the rehearsal.
 """
 
 from __future__ import annotations
@@ -109,12 +109,13 @@ RESTORE_JOBS = max(1, min(4, os.cpu_count() or 1))
 RESTORE_SECONDS = 3600  # the drill's restore runs on the local server; bounded all the same
 
 
-def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
+def run(info: dict[str, Any], run_id: str, *, keep_for_rehearsal: bool = False) -> dict[str, Any]:
     """Restore the backup into a scratch database on the local server and compare it with the
     dump-time figures; the verdict goes into the run's backup record (the engine's gate), passed
-    or failed."""
+    or failed. With ``keep_for_rehearsal``, a copy that passed is kept, renamed for the
+    rehearsal (``rehearsal.py``, which drops it), instead of being dropped."""
     try:
-        result = _restore_and_compare(info, run_id)
+        result = _restore_and_compare(info, run_id, keep_for_rehearsal)
     except DrillFailed as exc:
         gates.record_drill(run_id, info["sha256"], {"ok": False, "reason": exc.details.get("reason")})
         raise
@@ -122,10 +123,19 @@ def run(info: dict[str, Any], run_id: str) -> dict[str, Any]:
     return result
 
 
-def _restore_and_compare(info: dict[str, Any], run_id: str) -> dict[str, Any]:
+def scratch_name(prefix: str, run_id: str) -> str:
+    return f"{prefix}{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"[:63]
+
+
+def _same(expected: dict[str, Any], restored: dict[str, Any]) -> bool:
+    return set(expected) == set(restored) and all(expected[t] == restored[t] for t in expected)
+
+
+def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool = False) -> dict[str, Any]:
     local = local_server()
     admin = local.with_database("postgres")
-    scratch = f"kbmigrate_drill_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"[:63]
+    scratch = scratch_name("kbmigrate_drill_", run_id)
+    kept = None
     refs = info.get("outside_references", [])
     started = time.monotonic()
     with db.connect(admin, autocommit=True) as conn:
@@ -160,9 +170,15 @@ def _restore_and_compare(info: dict[str, Any], run_id: str) -> dict[str, Any]:
                                      + (done.stderr.strip().splitlines() or ["pg_restore failed"])[-1])
         with db.connect(local.with_database(scratch), autocommit=True) as conn, conn.transaction():
             restored = backup.table_checksums(conn, backup.data_schemas(info["scope"]["schemas"]))
+        if keep and _same(info["checksums"], restored):
+            kept = scratch_name(gates.REHEARSAL_PREFIX, run_id)
+            with db.connect(admin, autocommit=True) as conn:
+                db.drop_database(conn, kept)  # an earlier attempt's, left by a run that died
+                conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(scratch), sql.Identifier(kept)))
     finally:
-        with db.connect(admin, autocommit=True) as conn:
-            db.drop_database(conn, scratch)
+        if kept is None:
+            with db.connect(admin, autocommit=True) as conn:
+                db.drop_database(conn, scratch)
     expected = info["checksums"]
     tables = []
     for table in sorted(set(expected) | set(restored)):
@@ -173,7 +189,7 @@ def _restore_and_compare(info: dict[str, Any], run_id: str) -> dict[str, Any]:
     return {"where": f"local: a scratch database on the embedded server (PostgreSQL {local_version}, 127.0.0.1:{port})",
             "why": "no load on the target and no privilege the target's user lacks; the platform's objects the dump "
                    "refers to get stand-ins",
-            "scratch_database": scratch, "pg_restore": clients.version_line(pg_restore),
+            "scratch_database": scratch, "kept_for_rehearsal_as": kept, "pg_restore": clients.version_line(pg_restore),
             "stand_ins": stood_in, "unchecked_foreign_keys": skipped,
             "seconds": round(time.monotonic() - started, 2), "tables": tables,
             "ok": all(t["rows at dump"] == t["rows restored"] and t["checksum equal"] for t in tables)}

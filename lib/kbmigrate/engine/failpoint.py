@@ -6,7 +6,8 @@ this process reaches the place named NAME. The places:
 - ``<change>``: inside a change's transaction, after its work and its ledger row, before COMMIT
   (for a batched change, ``backfill_workspace_ids@3`` is inside its third batch);
 - ``<change>:building``: while the change's ``CREATE INDEX CONCURRENTLY`` is running on the
-  server, seen from another session (the build is in the catalog, not yet valid).
+  server, seen from another session (the build is in the catalog, not yet valid);
+- ``rehearsal:<place>``: the same place while the change is rehearsed on the restored copy.
 
 "The run" is this process and, in a notebook kernel a run started, the ``kbmigrate run`` process
 that started it (``KBMIGRATE_RUNNER_PID``): nothing is left to tidy up, as after a real crash.
@@ -33,10 +34,26 @@ def forget() -> None:
     _reached.clear()
 
 
+_apart: list[str] = []  # while the rehearsal runs, ["rehearsal"]: its places are "rehearsal:<name>"
+
+
+@contextmanager
+def named_apart(prefix: str) -> Iterator[None]:
+    """The places reached inside the block are named ``<prefix>:<name>``: a failpoint armed for a
+    change of production is not reached by the same change rehearsed on a copy."""
+    _apart.append(prefix)
+    try:
+        yield
+    finally:
+        _apart.pop()
+
+
 def _armed(name: str) -> bool:
     spec = os.environ.get(ENV, "")
     if not spec:
         return False
+    if _apart:
+        name = f"{_apart[-1]}:{name}"
     wanted, _, nth = spec.partition("@")
     if wanted != name:
         return False

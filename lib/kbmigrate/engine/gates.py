@@ -4,7 +4,9 @@ A change (steps 02-05), a revert and a rollback refuse to start unless the run t
 
 1. a **GO** from preflight, recorded by ``record_verdict`` on the same database: the same server
    (its system identifier), database, host and port as the connection about to change it;
-2. a **backup** of that database, recorded by ``record_backup`` when the dump was taken, whose
+2. no **rehearsal** of the run that failed (``backup/rehearsal.py``: steps 02-05 on the restored
+   copy; a change on that copy needs the run's proven backup, not a GO: the copy is not production);
+3. a **backup** of that database, recorded by ``record_backup`` when the dump was taken, whose
    **drill passed** (``record_drill``), whose file still has the sha256 recorded, and which was
    taken **before the migration's first change** (inside the dump's snapshot no change of the
    migration was in effect). Instead of its own, a run may name such a backup of another run
@@ -125,7 +127,8 @@ def in_snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def forget_backup(run_id: str) -> None:
     """A new attempt at this run's backup: the earlier one's record goes first."""
     gates = read(run_id)
-    if gates.pop("backup", None) is not None:
+    dropped = [gates.pop(k, None) for k in ("backup", "rehearsal", "rehearsal_copy")]  # a new backup, a new rehearsal
+    if any(d is not None for d in dropped):
         _write(run_id, gates)
 
 
@@ -205,6 +208,9 @@ def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
     """Refuse (GateClosed) unless run ``run_id`` holds a GO and a proven backup of the database
     ``conn`` reaches, taken before the migration's first change. ``what``: the change about to start."""
     here = identity(conn)
+    if rehearsing_on(run_id, here):  # the run's own restored copy of its proven backup: no GO of its own
+        backup_for(run_id)
+        return
     verdict = read(run_id).get("preflight")
     if not verdict:
         raise GateClosed(run=run_id, gate="GO", reason=f"preflight (00_preflight) has not run in it; {what} "
@@ -214,6 +220,10 @@ def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
     if Identity(**verdict["identity"]) != here:
         raise GateClosed(run=run_id, gate="GO", reason=f"its GO is for {Identity(**verdict['identity']).label()}, "
                                                        f"not {here.label()}")
+    rehearsed = read(run_id).get("rehearsal")
+    if rehearsed and not rehearsed.get("ok"):
+        raise GateClosed(run=run_id, gate="rehearsal", reason=f"its rehearsal on the restored copy failed "
+                         f"({str(rehearsed.get('failure'))[:300]}): production is a NO-GO; its evidence is {rehearsed['path']}")
     owner, taken = backup_for(run_id)
     of = "its" if owner == run_id else f"run {owner}'s"
     if Identity(**taken["identity"]) != here:
@@ -224,3 +234,30 @@ def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
         raise GateClosed(run=run_id, gate="backup", reason=f"{of} backup was taken after the migration had begun "
                          f"({c['change']} by run {c['run_id']} at {c['applied_at']}): rolling back to it would not "
                          "restore the database as it was; name the backup taken before that with --backup-of RUN")
+
+
+def record_rehearsal_copy(conn: psycopg.Connection[Any], run_id: str, database: str) -> None:
+    """The database ``conn`` reaches is this run's rehearsal copy (``backup/rehearsal.py``), which
+    the rehearsal itself restored from the run's proven backup: the run's changes may run there,
+    and nowhere else without the run's GO. Called only by the rehearsal, on the copy it made."""
+    here = identity(conn)
+    if here.database != database or not database.startswith(REHEARSAL_PREFIX):
+        raise GateClosed(run=run_id, gate="rehearsal", reason=f"{here.label()} is not the rehearsal's own copy")
+    gates = read(run_id)
+    gates["rehearsal_copy"] = {"identity": asdict(here), "at": db.scalar(conn, "select now()::text")}
+    _write(run_id, gates)
+
+
+def rehearsing_on(run_id: str, here: Identity) -> bool:
+    copy = read(run_id).get("rehearsal_copy")
+    return bool(copy) and Identity(**copy["identity"]) == here and here.database.startswith(REHEARSAL_PREFIX)
+
+
+def record_rehearsal(run_id: str, evidence: dict[str, Any]) -> None:
+    """The rehearsal's verdict and the sha256 of its evidence file, for the run's record."""
+    gates = read(run_id)
+    gates["rehearsal"] = evidence
+    _write(run_id, gates)
+
+
+REHEARSAL_PREFIX = "kbmigrate_rehearsal_"

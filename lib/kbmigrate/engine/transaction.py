@@ -212,7 +212,7 @@ def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str
              params: RunParams | None = None) -> int:
     """Execute ``sql/<relative>`` in a transaction of its own under the timeouts of ``params``
     (RunParams' defaults when not given); returns the rows the last statement touched. Not
-    ledgered: for the development tooling (demo data, compat layer)."""
+    ledgered: for the development tooling (demo data, compat layer) and the rehearsal's copy."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise RuntimeError(f"sql/{relative} must run in a transaction of its own; the connection is inside one")
     text = read_sql(relative)

@@ -175,9 +175,10 @@ class Run:
 
     def take_gates(self) -> None:
         """The manifest shows what the engine's gates hold for the run: its backup (with its
-        drill's verdict), the run whose backup it relies on, its preflight verdict."""
+        drill's verdict), the run whose backup it relies on, its preflight verdict, its rehearsal."""
         held = gates.read(self.run_id)
-        for key, name in (("backup", "backup"), ("backup_of", "backup_of"), ("preflight", "preflight_verdict")):
+        for key, name in (("backup", "backup"), ("backup_of", "backup_of"), ("preflight", "preflight_verdict"),
+                          ("rehearsal", "rehearsal")):
             if key in held:
                 self.data[name] = held[key]
 

@@ -156,6 +156,12 @@ def summary_html(record: dict[str, Any]) -> str:
             ("schemas dumped", ", ".join(backup.get("scope", {}).get("schemas", []))),
             *[(f"left out: {x['schema']}", x["reason"]) for x in backup.get("scope", {}).get("left_out", [])],
             ("restore drill", f"{'ok' if drill.get('ok') else 'NOT OK'}, {drill.get('where', '-')}" if drill else "not run")])]
+    rehearsed = record.get("rehearsal")
+    if rehearsed:
+        parts += ["<h2>Rehearsal on the restored copy</h2>", _table([
+            ("verdict", "ok" if rehearsed.get("ok") else f"FAILED: {rehearsed.get('failure')}"),
+            ("seconds", rehearsed.get("seconds")), ("evidence", rehearsed.get("path")),
+            ("sha256", rehearsed.get("sha256"))])]
     parts += ["<h2>Parameters</h2>", _table(sorted(record.get("parameters", {}).items())), "</div>"]
     return "\n".join(p for p in parts if p)  # a blank line would end the HTML block of the markdown cell
 

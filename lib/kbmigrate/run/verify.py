@@ -58,6 +58,9 @@ def _files(run_id: str, record: dict[str, Any]) -> list[Check]:
         same(f"cell log {record['cell_log']['path']}", from_evidence(record["cell_log"]["path"]), record["cell_log"]["sha256"])
     if record.get("backup"):
         same(f"backup {record['backup']['path']}", from_evidence(record["backup"]["path"]), record["backup"]["sha256"])
+    if record.get("rehearsal"):
+        same(f"rehearsal {record['rehearsal']['path']}", from_evidence(record["rehearsal"]["path"]),
+             record["rehearsal"]["sha256"])
     return out
 
 

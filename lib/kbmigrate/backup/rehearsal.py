@@ -1,0 +1,110 @@
+"""The rehearsal: the migration's changes (steps 02-05) on the restored copy, before production's first.
+
+The restore drill proves the backup on a copy (``drill.py``); a copy that passed is kept for this.
+Steps 02-05 then run there through the engine, with the run's parameters and under the run's own
+gates: the copy is recorded as the run's (``gates.record_rehearsal_copy``), and a change accepts
+no other database without the run's GO. What it records, per change: its outcome, rows and
+seconds, and the locks its transaction held on the application's tables at COMMIT and for how
+long (read by the change's own statement from ``pg_locks``, ``sql/engine/change.sql``); and where
+the backfill put the entries: per workspace, shared, quarantined, listed for review.
+
+A change that fails on the copy fails the rehearsal: production is then a NO-GO (the run stops
+in 01, before any change), and the evidence is kept. The copy is dropped whatever happens. Its
+failpoints are named apart (``rehearsal:<change>``): a crash test armed for production's change is
+not reached on the copy.
+
+The evidence goes to ``runs/<run_id>/rehearsal.json``; the run's gates hold its sha256.
+Where it runs: on the drill's local server (no load on production), given first what Supabase
+gives production and the drill only stood in for (``like_supabase``). Not yet rehearsed: the
+smoke tests and the rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kbmigrate import db
+from kbmigrate.backup import drill
+from kbmigrate.digest import sha256_file
+from kbmigrate.engine import failpoint, gates, steps, transaction
+from kbmigrate.engine.params import RunParams
+from kbmigrate.errors import KbError, RehearsalFailed
+from kbmigrate.paths import RUNS_DIR, read_sql, shown
+
+REHEARSED = ("02_schema", "03_backfill", "04_seed_sections", "05_import_legacy")
+FILE = "rehearsal.json"
+
+PER_WORKSPACE = """select w.name as workspace, count(*) as entries
+from public.knowledge_base kb join public.workspaces w on w.id = kb.workspace_id
+group by w.name order by count(*) desc, w.name"""
+
+
+def _change_row(step: str, outcome: Any) -> dict[str, Any]:
+    detail = outcome.detail
+    return {"step": step, "change": outcome.change, "outcome": outcome.outcome, "rows": outcome.rows_affected,
+            "seconds": round(outcome.seconds, 3), "locks": detail.get("locks"),
+            "held_seconds": detail.get("held_seconds"), "batches": detail.get("batches"),
+            "max_batch_seconds": detail.get("max_batch_seconds")}
+
+
+def _where_entries_went(conn: Any) -> dict[str, Any]:
+    counts, per_workspace, quarantine, review = db.batch(conn, [
+        (read_sql("report/backfill_counts.sql"), None), (PER_WORKSPACE, None),
+        (f"select reason, count(*) as entries from ({read_sql('report/quarantine.sql').rstrip().rstrip(';')}) q "
+         "group by reason order by reason", None),
+        (f"select count(*) as entries from ({read_sql('report/review_shared_assigned.sql').rstrip().rstrip(';')}) r", None)])
+    return {"totals": counts[0], "per_workspace": per_workspace, "quarantined_by_reason": quarantine,
+            "listed_for_review": int(review[0]["entries"])}
+
+
+def like_supabase(conn: Any) -> None:
+    """Give the copy what Supabase gives production and the drill only stood in for: ``auth.uid()``
+    reading the request's claims, the API roles and their privileges (``sql/compat/supabase.sql``,
+    here on the copy only, whose ``auth`` schema holds nothing but the drill's stand-ins)."""
+    if db.scalar(conn, "select to_regnamespace('auth') is not null"):
+        conn.execute("comment on schema auth is 'kbmigrate supabase compatibility layer'")
+    transaction.run_file(conn, "compat/supabase.sql")
+
+
+def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, Any]:
+    """Rehearse steps 02-05 on the copy the drill kept (``drilled``: its result); returns the
+    evidence (also written to the run folder). Raises RehearsalFailed when a change fails there."""
+    name = drilled.get("kept_for_rehearsal_as")
+    if not name:
+        raise RehearsalFailed(reason="the restore drill kept no copy to rehearse on", evidence="none")
+    local = drill.local_server()
+    started = time.monotonic()
+    changes: list[dict[str, Any]] = []
+    failure: str | None = None
+    entries: dict[str, Any] = {}
+    try:
+        with db.connect(local.with_database(name), autocommit=True,
+                        application_name=f"kbmigrate rehearsal {run_id}"[:63]) as conn:
+            gates.record_rehearsal_copy(conn, run_id, name)
+            like_supabase(conn)
+            with failpoint.named_apart("rehearsal"):
+                for step in REHEARSED:
+                    try:
+                        changes += [_change_row(step, o) for o in steps.apply_step(conn, step, params, run_id, progress=False)]
+                    except KbError as exc:
+                        failure = f"{step}: {exc.message}"
+                        break
+            if failure is None:
+                entries = _where_entries_went(conn)
+    finally:
+        with db.connect(local.with_database("postgres"), autocommit=True) as conn:
+            db.drop_database(conn, name)
+    evidence = {"where": drilled["where"], "database": name, "ok": failure is None, "failure": failure,
+                "seconds": round(time.monotonic() - started, 2), "steps": list(REHEARSED),
+                "parameters": params.as_dict(), "changes": changes, "entries": entries}
+    path = RUNS_DIR / run_id / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
+    path.chmod(0o600)
+    gates.record_rehearsal(run_id, {"ok": evidence["ok"], "failure": failure, "path": shown(path),
+                                    "sha256": sha256_file(path), "seconds": evidence["seconds"]})
+    if failure:
+        raise RehearsalFailed(reason=failure, evidence=shown(path))
+    return evidence
