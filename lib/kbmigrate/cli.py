@@ -138,6 +138,11 @@ def _param_values(pairs: list[str]) -> dict[str, object]:
                 values[name] = int(raw)
             except ValueError:
                 raise BadParameter(name=name, reason=f"{raw!r} is not a whole number") from None
+        elif kind == "float":
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise BadParameter(name=name, reason=f"{raw!r} is not a number") from None
         elif "bool" in kind:
             lowered = raw.strip().lower()
             if lowered not in ("true", "false", "yes", "no", "auto", "none"):

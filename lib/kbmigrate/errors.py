@@ -152,6 +152,12 @@ class TooSlow(Resumable):
     by_hand = "set it in the parameters cell, run the cells from there down to this one"
 
 
+class OverBudget(Resumable):
+    """Step {step}: change {change} ran past its lock budget and was cancelled by the server after {took} on its statement {statement}; its budget is {budget}. It was rolled back: production is as before this change. Find out what makes production slower than its rehearsal (load, a long transaction, other hardware), or raise lock_budget_margin or lock_budget_floor, then {then}."""
+
+    by_hand = "set it in the parameters cell, run the cells from there down to this one"
+
+
 class ConnectionLost(Resumable):
     """Step {step} lost its database connection ({what}): the server restarted, or the network was cut. Whatever it was changing was rolled back; once the server answers, {then}."""
 

@@ -89,7 +89,7 @@ class Step:
         done = apply_step(self.conn, self.step, self.params, self.run_id, progress=progress)
         return pd.DataFrame([{"change": o.change, "outcome": o.outcome, "rows": o.rows_affected,
                               "seconds": round(o.seconds, 3), "locks held at commit": locks_text(o.detail),
-                              "held (s)": o.detail.get("held_seconds"),
+                              "held (s)": o.detail.get("held_seconds"), "budget (s)": o.detail.get("budget_seconds"),
                               "note": o.detail.get("skipped") or o.detail.get("already") or ""} for o in done])
 
     def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from typing import Any
 from kbmigrate import db
 from kbmigrate.backup import drill
 from kbmigrate.digest import sha256_file
-from kbmigrate.engine import failpoint, gates, steps, transaction
+from kbmigrate.engine import budget, failpoint, gates, steps, transaction
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import KbError, RehearsalFailed
 from kbmigrate.paths import RUNS_DIR, read_sql, shown
@@ -104,7 +104,8 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, An
     path.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")
     path.chmod(0o600)
     gates.record_rehearsal(run_id, {"ok": evidence["ok"], "failure": failure, "path": shown(path),
-                                    "sha256": sha256_file(path), "seconds": evidence["seconds"]})
+                                    "sha256": sha256_file(path), "seconds": evidence["seconds"],
+                                    "held": budget.basis(changes)})  # production's lock budget
     if failure:
         raise RehearsalFailed(reason=failure, evidence=shown(path))
     return evidence

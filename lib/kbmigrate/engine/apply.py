@@ -18,12 +18,13 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import db
-from kbmigrate.engine import blockers, failpoint, gates, ledger
+from kbmigrate.engine import blockers, budget, failpoint, gates, ledger
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine import transaction
 from kbmigrate.engine.transaction import Work, error_text
+from kbmigrate.errors import OverBudget
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
 
@@ -106,9 +107,13 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     deploy = composed(change, params)
     sha = change.sha256()
 
+    # Production holds a change to its rehearsal (engine/budget.py); the rehearsal's copy does not.
+    limit = None if gates.rehearsing_on(run_id, gates.identity(conn)) else budget.for_change(run_id, change.name, params)
+
     def as_change(work: Work) -> dict[str, Any]:
         return transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
-                                          sha=sha, settings=settings, work=work)
+                                          sha=sha, settings=settings, work=work,
+                                          limits=limit.limits(params) if limit else None)
 
     def ledger_only(detail: dict[str, Any]) -> Outcome:
         as_change(Work(None, outcome="noop", detail=detail, rows=0))
@@ -122,14 +127,18 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         # The common case in one round trip: verify first (already in effect: noop), else deploy,
         # verify and record, all in the change's one statement.
         try:
-            done = as_change(Work(text, read_sql(change.verify), already=in_effect_check(change)))
+            done = as_change(Work(text, slowed(change, read_sql(change.verify)), already=in_effect_check(change)))
         except psycopg.Error as exc:
             record_failure(conn, run_id, change, sha, exc, params)
+            if limit and over(exc, conn):
+                raise OverBudget(step=change.step, change=change.name, took=f"{time.monotonic() - started:.3f} s",
+                                 statement=statement(exc, change), budget=limit.text(), run=run_id) from None
             raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
+        spent = {**held(done), **({"budget_seconds": round(limit.seconds, 3)} if limit else {})}
         if done["outcome"] == "noop":
             return Outcome(change.name, "noop", 0, time.monotonic() - started,
-                           {"already": "verify passed before deploy", **held(done)})
-        return Outcome(change.name, "applied", max(int(done["rows"]), 0), time.monotonic() - started, held(done))
+                           {"already": "verify passed before deploy", **spent})
+        return Outcome(change.name, "applied", max(int(done["rows"]), 0), time.monotonic() - started, spent)
     already, _ = verify_passes(conn, change, params, settings)
     if already and change.has("notx"):
         built_by = _started_unrecorded(conn, change)
@@ -158,6 +167,32 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         record_failure(conn, run_id, change, sha, exc, params)
         raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
     return Outcome(change.name, "applied", max(rows, 0), time.monotonic() - started)
+
+
+def slowed(change: Change, verify: str) -> str:
+    """The verify script, made to sleep first when a test slows the change (``failpoint.slowdown``):
+    it runs after the change's work, in its transaction, its locks held."""
+    pause = failpoint.slowdown(change.name)
+    return f"select pg_sleep({float(pause):.3f});\n{verify}" if pause else verify
+
+
+def over(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """The server cancelled the statement on its statement_timeout (not a cancel from elsewhere)."""
+    diag = getattr(exc, "diag", None)
+    return (isinstance(exc, psycopg.errors.QueryCanceled) and not conn.broken
+            and "statement timeout" in str(diag.message_primary if diag else exc))
+
+
+def statement(exc: psycopg.Error, change: Change) -> str:
+    """The statement the server was running when it stopped, as its error's context names it, with
+    the change's file."""
+    context = (getattr(getattr(exc, "diag", None), "context", None) or "")
+    found = re.search(r'SQL statement "(.*?)"', context, re.DOTALL)
+    if not found:
+        return f"in sql/{change.deploy} or sql/{change.verify}"
+    running = found.group(1).strip()
+    where = change.verify if running and running[:200] not in read_sql(change.deploy) else change.deploy
+    return f"{' '.join(running.split())[:160]!r} in sql/{where}"
 
 
 def held(done: dict[str, Any]) -> dict[str, Any]:

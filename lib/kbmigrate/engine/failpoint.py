@@ -9,6 +9,10 @@ this process reaches the place named NAME. The places:
   server, seen from another session (the build is in the catalog, not yet valid);
 - ``rehearsal:<place>``: the same place while the change is rehearsed on the restored copy.
 
+``KBMIGRATE_FAILPOINT_SLOW=NAME=SECONDS`` makes the change named NAME hold its locks that much
+longer: its verify script, which runs after its work in the same transaction, sleeps first (for
+the lock budget's test, ``engine/budget.py``). Named apart in the rehearsal the same way.
+
 "The run" is this process and, in a notebook kernel a run started, the ``kbmigrate run`` process
 that started it (``KBMIGRATE_RUNNER_PID``): nothing is left to tidy up, as after a real crash.
 Unset, a failpoint costs one lookup in the environment. It never changes what a run does, only
@@ -59,6 +63,17 @@ def _armed(name: str) -> bool:
         return False
     _reached[name] = _reached.get(name, 0) + 1
     return _reached[name] == int(nth or 1)
+
+
+SLOW = "KBMIGRATE_FAILPOINT_SLOW"
+
+
+def slowdown(name: str) -> float:
+    """Seconds the change ``name`` is to be slowed by (``KBMIGRATE_FAILPOINT_SLOW``), or 0."""
+    wanted, _, seconds = os.environ.get(SLOW, "").rpartition("=")
+    if _apart:
+        name = f"{_apart[-1]}:{name}"
+    return float(seconds) if wanted and wanted == name else 0.0
 
 
 def crash() -> None:

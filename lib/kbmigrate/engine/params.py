@@ -17,7 +17,8 @@ STRATEGIES = ("first_joined", "current_workspace")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _INTERVAL = re.compile(r"^\d+(ms|s|min|h)?$")
 # The limits a session runs under: none may be zero (no limit) or below a millisecond.
-BOUNDS = ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout", "batch_target")
+BOUNDS = ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout", "batch_target",
+          "lock_budget_floor")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class RunParams:
     index_timeout: str = "1h"              # statement_timeout of a CREATE INDEX CONCURRENTLY
     backup_timeout: str = "1h"             # how long pg_dump may run in all
     accept_changed_sql: bool = False       # go on although a deploy file changed after it was applied
+    lock_budget_margin: float = 5.0        # a change may hold its locks this many times its rehearsed time ...
+    lock_budget_floor: str = "2s"          # ... or this long, whichever is more (engine/budget.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "RunParams":
@@ -57,13 +60,17 @@ class RunParams:
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or not 1 <= self.batch_size <= 1_000_000:
             raise BadParameter(name="batch_size", reason=f"{self.batch_size!r} is not a whole number from 1 to 1000000")
         for name in ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", "backup_timeout",
-                     "batch_target", "max_pause"):
+                     "batch_target", "max_pause", "lock_budget_floor"):
             if not _INTERVAL.match(str(getattr(self, name))):
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} is not like 500ms, 1s or 5min")
         for name in BOUNDS:  # to PostgreSQL a 0 means no limit at all: a bound is never lifted from the command line
             if self.seconds(name) <= 0:
                 raise BadParameter(name=name, reason=f"{getattr(self, name)!r} would lift the bound (to PostgreSQL "
                                                      "0 means no limit); give a time, like 1s or 5min")
+        margin = self.lock_budget_margin
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 1 <= margin <= 1000:
+            raise BadParameter(name="lock_budget_margin", reason=f"{margin!r} is not a number from 1 to 1000 "
+                                                                 "(times the rehearsed lock time)")
         if not isinstance(self.lock_retries, int) or isinstance(self.lock_retries, bool) or not 0 <= self.lock_retries <= 100:
             raise BadParameter(name="lock_retries", reason=f"{self.lock_retries!r} is not a whole number from 0 to 100")
         self.sections()

@@ -178,14 +178,17 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
 
 
 def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
-                   sha: str, work: Work, settings: dict[str, str] | None = None) -> dict[str, Any]:
+                   sha: str, work: Work, settings: dict[str, str] | None = None,
+                   limits: Limits | None = None) -> dict[str, Any]:
     """Do ``work`` as one change (1-4 above); returns its outcome (``work.outcome``, or noop when
-    ``work.already`` passed) and the deploy's row count (``rows``)."""
+    ``work.already`` passed) and the deploy's row count (``rows``). ``limits``: the change's bounds
+    when not the step's (its lock budget, ``engine/budget.py``)."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=work.outcome, detail=work.detail,
                      rows=work.rows)
     return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
-        (work.deploy, work.verify, row, work.already), crash_point=change, bounds=work.bounds)), run_id, conn))
+        (work.deploy, work.verify, row, work.already), crash_point=change, bounds=work.bounds, limits=limits)),
+        run_id, conn))
 
 
 def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
