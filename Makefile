@@ -38,7 +38,7 @@ venv: $(STAMP)
 
 demo: venv
 	$(BIN)/kbmigrate demo-db --embedded --size $(SIZE) --seed $(SEED)
-	$(BIN)/kbmigrate run --embedded
+	$(BIN)/kbmigrate run --embedded --auto-approve  # the demo approves its own rehearsal, recorded as a self-approval
 
 test: venv
 	$(BIN)/python -m pytest

@@ -35,6 +35,7 @@ if os.environ.get("KBMIGRATE_TEST_SCRATCH") or not os.environ.get("KBMIGRATE_RUN
     os.environ["KBMIGRATE_RUNS_DIR"] = os.path.join(_SCRATCH, "runs")
     os.environ["KBMIGRATE_BACKUPS_DIR"] = os.path.join(_SCRATCH, "backups")
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
 # its module fixtures built once, its tests in order) hands files out in collection order, so
 # the long ones start at once and the short ones fill the gaps (from `pytest --durations`).
 LONGEST_FIRST = ["test_runbook", "test_lab_run", "test_crash_cli", "test_evidence", "test_never_hang", "test_rollback",
-                 "test_secrets_and_errors", "test_crash", "test_lab_browser", "test_interrupt", "test_bench", "test_report",
+                 "test_secrets_and_errors", "test_crash", "test_lab_browser", "test_interrupt", "test_bench", "test_report", "test_approval", "test_budget",
                  "test_never_hang_late", "test_legacy_sources", "test_connection_lost", "test_nbval", "test_gates",
                  "test_conninfo", "test_run_kernel", "test_isolation", "test_lock_timeout", "test_supabase_no_go", "test_lab"]
 
@@ -232,13 +233,54 @@ def small_demo(server: Target) -> Iterator[Target]:
     drop(server, target)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``kbmigrate`` command as a user would."""
+def run_cli(*args: str, env: dict[str, str] | None = None, approve: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``kbmigrate`` command as a user would. ``kbmigrate run`` gets
+    ``--auto-approve`` (automation's self-approval, recorded as such) unless ``approve`` is false:
+    the tests of the approval gate itself."""
     exe = Path(sys.executable).parent / "kbmigrate"
+    if args and args[0] == "run" and approve and "--approve-hash" not in args:
+        args = (*args, "--auto-approve")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=REPO_ROOT,
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
+
+
+@contextmanager
+def approving(pattern: str = "manual-*") -> Iterator[list[str]]:
+    """Someone at another terminal: once a run folder matching ``pattern`` holds a rehearsal that
+    waits for approval, ``kbmigrate approve RUN --hash SHA256`` (the hash read from its evidence
+    file). Yields the runs approved."""
+    import hashlib
+    import threading
+
+    from kbmigrate.paths import RUNS_DIR
+
+    done: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            for gates_file in RUNS_DIR.glob(f"{pattern}/gates.json"):
+                run = gates_file.parent.name
+                try:
+                    held = json.loads(gates_file.read_text())
+                except ValueError:
+                    continue
+                evidence = gates_file.parent / "rehearsal.json"
+                if run in done or "approval" in held or not (held.get("rehearsal") or {}).get("ok") or not evidence.exists():
+                    continue
+                sha = hashlib.sha256(evidence.read_bytes()).hexdigest()
+                if run_cli("approve", run, "--hash", sha).returncode == 0:
+                    done.append(run)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 def gated(target: Target, run_id: str, params: object = None, *, backup_of: str | None = None) -> dict[str, object]:

@@ -26,7 +26,7 @@ def test_a_step_whose_connection_is_lost_says_so_and_resumes(server: Target) -> 
         gates = run_cli("run", "--dsn", target.conninfo, "--run-id", run_id, "--only", "00", "01", "--no-progress")
         assert gates.returncode == 0, gates.stderr
         with holding(target, KB_TABLES):  # 02 waits for its lock: its session is ended meanwhile
-            proc = subprocess.Popen([str(EXE), "run", "--dsn", target.conninfo, "--resume", run_id, "--only", "02",
+            proc = subprocess.Popen([str(EXE), "run", "--auto-approve", "--dsn", target.conninfo, "--resume", run_id, "--only", "02",
                                      "-p", "lock_timeout=30s", "-p", "lock_retries=0", "--no-progress"],
                                     cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             waiting_for_a_lock(target, proc, f"kbmigrate 02_schema {run_id}", seconds=120)

@@ -40,7 +40,7 @@ def resume_until_done(target: Target, run_id: str, deadline: float = 60) -> subp
     """``--resume``; while an orphaned kernel of the killed run still holds the database, wait."""
     end = time.monotonic() + deadline
     while True:
-        done = subprocess.run([str(EXE), "run", "--dsn", target.conninfo, "--resume", run_id, "--no-progress"],
+        done = subprocess.run([str(EXE), "run", "--auto-approve", "--dsn", target.conninfo, "--resume", run_id, "--no-progress"],
                               capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
         if done.returncode == 0 or "A notebook kernel still holds" not in done.stderr:
             return done
@@ -49,7 +49,7 @@ def resume_until_done(target: Target, run_id: str, deadline: float = 60) -> subp
 
 
 def _kill_when_running(target: Target, run_id: str, step: str, extra_delay: float, args: list[str]) -> int:
-    child = subprocess.Popen([str(EXE), "run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress", *args],
+    child = subprocess.Popen([str(EXE), "run", "--auto-approve", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress", *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     end = time.monotonic() + 120
     while child.poll() is None:
@@ -72,7 +72,7 @@ def test_kbmigrate_run_killed_at_a_failpoint_is_resumed_to_the_same_result(serve
     target = new_demo(server, "kbt_crash_cli")
     run_id = f"crash-fp-{os.getpid()}"
     try:
-        child = subprocess.run([str(EXE), "run", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
+        child = subprocess.run([str(EXE), "run", "--auto-approve", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
                                 "-p", f"batch_size={reference['params'].batch_size}"],
                                env={**os.environ, "KBMIGRATE_FAILPOINT": "backfill_workspace_ids@2"},
                                capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)

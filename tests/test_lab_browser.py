@@ -107,7 +107,7 @@ def test_a_run_stepped_through_in_jupyterlab_records_what_ran(server: Target, tm
     (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))  # closing unsaved is unsaved
     env = {**os.environ, "JUPYTER_PORT": str(port), "JUPYTER_TOKEN": token,
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
-    args = ["lab", "--dsn", target.conninfo, "--run-id", run_id, "--no-browser", *(["--allow-root"] if os.geteuid() == 0 else [])]
+    args = ["lab", "--dsn", target.conninfo, "--run-id", run_id, "--no-browser", "--auto-approve", *(["--allow-root"] if os.geteuid() == 0 else [])]
     lab = subprocess.Popen([str(Path(sys.executable).parent / "kbmigrate"), *args], env=env, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     browser = None

@@ -62,7 +62,7 @@ def test_a_hand_stepped_run_is_a_run(server: Target, monkeypatch: pytest.MonkeyP
     sources = _sources_status()
     run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
     try:
-        done = run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only")
+        done = run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only", "--auto-approve")
         assert done.returncode == 0, done.stderr
         folder = RUNS_DIR / run_id
         record = json.loads((folder / "manifest.json").read_text())

@@ -16,7 +16,7 @@ from kbmigrate.run import notebooks
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.plan import STEPS
 
-from conftest import drop, new_demo
+from conftest import approving, drop, new_demo
 
 
 def test_the_runbook_passes_nbval_on_a_demo_database(server: Target, tmp_path: Path) -> None:
@@ -29,9 +29,11 @@ def test_the_runbook_passes_nbval_on_a_demo_database(server: Target, tmp_path: P
             files.append(str(path))
         p = target.params
         env = {**os.environ, "PGHOST": p["host"], "PGPORT": p["port"], "PGUSER": p["user"], "PGDATABASE": p["dbname"]}
-        done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
-                               f"--rootdir={tmp_path}", *files], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=900)
+        with approving() as approved:  # 01's approval cell waits for kbmigrate approve, from "another terminal"
+            done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                                   f"--rootdir={tmp_path}", *files], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=900)
+        assert len(approved) == 1, approved
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         assert "failed" not in done.stdout and "error" not in done.stdout.splitlines()[-1]
         cells = sum(1 for step in STEPS for c in notebooks.read(step).cells if c.cell_type == "code")

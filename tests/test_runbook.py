@@ -23,7 +23,7 @@ from kbmigrate.paths import REPO_ROOT, RUNS_DIR, SQL_DIR
 from conftest import drop, new_demo, run_cli
 from oracle import classify_kb, fetch, first_joined_workspace, matches_shared_rule
 
-QUIET = {"progress": False, "echo": lambda *a: None}
+QUIET = {"progress": False, "echo": lambda *a: None, "approve": "auto"}  # automation: a self-approval, recorded
 
 
 def snapshot(target: Target) -> dict[str, Any]:

@@ -153,6 +153,31 @@ def _param_values(pairs: list[str]) -> dict[str, object]:
     return values
 
 
+def _approval(args: argparse.Namespace) -> dict[str, object]:
+    if args.auto_approve and args.approve_hash:
+        raise BadParameter(name="--auto-approve", reason="it approves any rehearsal; --approve-hash approves one: give one of them")
+    if args.approval_wait <= 0:
+        raise BadParameter(name="--approval-wait", reason="give a number of seconds above 0")
+    return {"approve": "auto" if args.auto_approve else args.approve_hash, "four_eyes": args.four_eyes,
+            "approval_wait": args.approval_wait}
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from kbmigrate.run import approval
+
+    shown_to = approval.show(args.run)
+    print(shown_to)
+    given = args.hash
+    if not given:
+        if not sys.stdin.isatty():
+            raise BadParameter(name="--hash", reason="no terminal to ask at: give the sha256 you read with --hash")
+        given = input("type the sha256's first 12 characters to approve: ").strip()
+    done = approval.by_command(args.run, given)
+    print(f"approved by {done['by']} at {done['at']}{' (a self-approval)' if done.get('self') else ''}: "
+          f"sha256 {done['sha256']}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from kbmigrate.run import manifest as manifest_of
     from kbmigrate.run import runner, summary
@@ -166,14 +191,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra = {k: v for k, v in record["parameters"].items() if k not in known}
         target = _run_target(args, record)
         manifest = runner.run(target, params, run_id=args.resume, resume=True, extra=extra, only=args.only,
-                              new_backup=args.new_backup, progress=not args.no_progress)
+                              new_backup=args.new_backup, progress=not args.no_progress, **_approval(args))
     else:
         if args.new_backup:
             raise BadParameter(name="--new-backup", reason="it goes with --resume RUN_ID (a new run takes its own backup)")
         params = _parse_params(args.param or [])
         target = _target(args)
         manifest = runner.run(target, params, run_id=args.run_id, only=args.only, backup_of=args.backup_of,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, **_approval(args))
     folder = runner.RUNS_DIR / manifest["run_id"]
     print(summary.render(target, manifest))
     print(f"run {manifest['run_id']} {manifest['status']}: evidence in {shown(folder)}/")
@@ -280,7 +305,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     target = _target(args)
     if not args.prepare_only:
         lab.may_open(args.allow_root)
-    folder = lab.prepare(target, params, args.run_id)
+    folder = lab.prepare(target, params, args.run_id, auto_approve=args.auto_approve, four_eyes=args.four_eyes)
     run_id = folder.name
     print(f"hand-stepped run {run_id} on database {target.label}: the notebooks to step through are in {shown(folder)}/")
     begun = lab.begun(target)
@@ -392,7 +417,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-backup", action="store_true",
                    help="with --resume: take the backup again (only while the run has changed nothing yet)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("the approval gate (between the rehearsal in 01 and production's first change)")
+    g.add_argument("--auto-approve", action="store_true",
+                   help="approve the rehearsal without asking (automation, make demo): recorded and reported as a "
+                        "self-approval")
+    g.add_argument("--approve-hash", metavar="SHA256",
+                   help="approve only a rehearsal whose evidence has this sha256 (at least its first 12 hex digits)")
+    g.add_argument("--four-eyes", action="store_true",
+                   help="someone other than the operator must approve, with 'kbmigrate approve RUN'")
+    g.add_argument("--approval-wait", type=float, default=1800.0, metavar="SECONDS",
+                   help="without a terminal, how long to wait for 'kbmigrate approve RUN' (default: 1800)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("approve", help="approve a run's rehearsal, so that it may change production",
+                       description="Show run RUN's rehearsal on the restored copy (each change's time and locks, "
+                                   "where the entries went) and the sha256 of its evidence, then record the approval: "
+                                   "who, when, and that hash. A headless run waiting at the gate goes on.")
+    p.add_argument("run", metavar="RUN", help="the run id (a folder under runs/)")
+    p.add_argument("--hash", metavar="SHA256",
+                   help="the evidence's sha256 (at least its first 12 hex digits) you read; asked for when not given")
+    p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("rollback", parents=[target, params], help="restore a run's backup in place, and prove it",
                        description="Restore the backup taken by run RUN_ID and prove the schema and data equal the "
@@ -441,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish", metavar="RUN", help="finish a hand-stepped run whose JupyterLab was closed elsewhere")
     p.add_argument("--allow-root", action="store_true", help="let JupyterLab run as root (a container with no other user)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (open the URL JupyterLab prints)")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="the approval cell (end of 01) records a self-approval instead of waiting for 'kbmigrate approve RUN'")
+    p.add_argument("--four-eyes", action="store_true", help="someone other than the operator must approve the rehearsal")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("report", help="(re)build a run's report.html from its folder",

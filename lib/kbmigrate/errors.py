@@ -158,6 +158,10 @@ class OverBudget(Resumable):
     by_hand = "set it in the parameters cell, run the cells from there down to this one"
 
 
+class NotApproved(Resumable):
+    """Run {run} stopped at the approval gate before production's first change: {why}. Read the rehearsal's evidence {evidence}; approve it with 'kbmigrate approve {run}' (by someone else if it asks for four eyes), then {then}."""
+
+
 class ConnectionLost(Resumable):
     """Step {step} lost its database connection ({what}): the server restarted, or the network was cut. Whatever it was changing was rolled back; once the server answers, {then}."""
 

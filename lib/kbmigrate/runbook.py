@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import os
+import time
 from typing import Any
 
 import pandas as pd
@@ -142,6 +144,48 @@ class Step:
 
     def ledger(self) -> pd.DataFrame:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
+
+    def approval(self, wait: float = 1800.0) -> pd.DataFrame:
+        """The approval gate, in 01's last cell. Headless, ``kbmigrate run`` asks for the approval
+        after this step (``run/approval.py``); by hand, the cell records a self-approval when the
+        run was opened with ``kbmigrate lab --auto-approve``, else it waits, at most ``wait``
+        seconds, for ``kbmigrate approve RUN`` from a terminal (JupyterLab's own: File > New >
+        Terminal). The engine refuses production's changes without it, whatever this cell did."""
+        rehearsed = gates.to_approve(self.run_id)
+        try:
+            given = gates.approved(self.run_id)
+        except errors.GateClosed as exc:
+            if exc.details.get("gate") != "approval":
+                raise
+            held = gates.read(self.run_id)
+            if os.environ.get(failpoint.RUNNER_PID):
+                return pd.DataFrame([{"approval": "asked for by kbmigrate run after this step", "evidence": rehearsed["path"],
+                                      "sha256": rehearsed["sha256"]}])
+            if held.get("auto_approve"):
+                given = gates.approve(self.run_id, by=getpass.getuser(), how="auto (kbmigrate lab --auto-approve)")
+            else:
+                given = self._wait_for_approval(rehearsed, wait, four_eyes=bool(held.get("four_eyes")))
+        return pd.DataFrame([{"approved by": given["by"], "at": given["at"], "how": given["how"],
+                              "self-approval": given.get("self"), "sha256 approved": given["sha256"],
+                              "evidence": rehearsed["path"]}])
+
+    def _wait_for_approval(self, rehearsed: dict[str, Any], wait: float, *, four_eyes: bool) -> dict[str, Any]:
+        print(f"⏸ waiting for approval of {rehearsed['path']} (sha256 {rehearsed['sha256']}): in a terminal, "
+              f"kbmigrate approve {self.run_id}{' (four eyes: by someone other than ' + getpass.getuser() + ')' if four_eyes else ''}",
+              flush=True)
+        started = said = time.monotonic()
+        while time.monotonic() - started < wait:
+            time.sleep(0.25)
+            try:
+                return gates.approved(self.run_id)
+            except errors.GateClosed as exc:
+                if exc.details.get("gate") != "approval":
+                    raise
+            if time.monotonic() - said >= 30:
+                said = time.monotonic()
+                print(f"⏳ still waiting for approval ({said - started:.0f} s)", flush=True)
+        raise errors.NotApproved(run=self.run_id, why=f"nobody approved its rehearsal within {wait:g} s",
+                                 evidence=rehearsed["path"])
 
 
 def locks_text(detail: dict[str, Any]) -> str:

@@ -283,7 +283,7 @@ class Bench:
         via_seed = self.copy()
         try:
             t0 = time.perf_counter()
-            manifest = runner.run(via_runner, RunParams(), progress=False, echo=lambda *a: None)
+            manifest = runner.run(via_runner, RunParams(), progress=False, echo=lambda *a: None, approve="auto")
             run_seconds = time.perf_counter() - t0
             dump_seconds = self._plain_dump(via_seed)
             psql_seconds = self._psql(via_seed)
@@ -318,7 +318,7 @@ class Bench:
             with db.connect(target, limits=DEV) as conn:
                 rows = int(db.scalar(conn, "select count(*) from public.knowledge_base"))
             t0 = time.perf_counter()
-            runner.run(target, RunParams(), progress=False, echo=lambda *a: None)
+            runner.run(target, RunParams(), progress=False, echo=lambda *a: None, approve="auto")
             return rows, time.perf_counter() - t0
         finally:
             self.drop(target)

@@ -1,14 +1,16 @@
 """Give a run its gates the way a run gets them, through the library, for the development tools
 that drive the engine directly (the benchmarks, the tests): preflight's verdict, which must be
-GO, then a backup and its restore drill, or a link to another run's proven backup. Nothing here
-grants a gate the library would not: it runs the same checks, dump and drill as 00 and 01."""
+GO, then a backup, its restore drill and the rehearsal on the copy, approved as automation's
+self-approval, or a link to another run's proven and rehearsed backup. Nothing here grants a gate
+the library would not: it runs the same checks, dump, drill and rehearsal as 00 and 01, and the
+approval is recorded as ``kbmigrate run --auto-approve`` records it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kbmigrate import db
-from kbmigrate.backup import drill, dump
+from kbmigrate.backup import drill, dump, rehearsal
 from kbmigrate.checks import preflight
 from kbmigrate.conninfo import Target
 from kbmigrate.engine import gates
@@ -27,8 +29,12 @@ def gated(target: Target, run_id: str, params: RunParams | None = None, *, backu
     if not preflight.go(rows):
         raise NoGo(target=target.label, reason="; ".join(f"{r['check']}: {r['detail']}" for r in rows
                                                          if r["status"] == "NO-GO"))
-    if backup_of:
-        return gates.backup_for(run_id)[1]
-    info = dump.dump(target, run_id, params)
-    drill.run(info, run_id)
+    if not backup_of:
+        info = dump.dump(target, run_id, params)
+        rehearsal.run(drill.run(info, run_id, keep_for_rehearsal=True), run_id, params)
+    if gates.rehearsal_of(run_id)[1]:  # a linked backup that was never rehearsed stays unapproved: the engine says so
+        gates.approve(run_id, by=AUTOMATION, how="auto (development tooling)")
     return gates.backup_for(run_id)[1]
+
+
+AUTOMATION = "kbmigrate.dev.gating"

@@ -76,7 +76,7 @@ def one_run(target: Target, delay_ms: float, run_id: str) -> dict[str, Any]:
     with delayed(host, port, delay_ms) as proxy, application_reading(target) as waits:
         t0 = time.perf_counter()
         manifest = runner.run(target.via("127.0.0.1", proxy.port), RunParams(), run_id=run_id, progress=False,
-                              echo=lambda *a: None)
+                              echo=lambda *a: None, approve="auto")
         seconds = time.perf_counter() - t0
         counts = proxy.counts.snapshot()
     if manifest.get("status") != "succeeded":

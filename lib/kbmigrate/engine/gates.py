@@ -4,8 +4,11 @@ A change (steps 02-05), a revert and a rollback refuse to start unless the run t
 
 1. a **GO** from preflight, recorded by ``record_verdict`` on the same database: the same server
    (its system identifier), database, host and port as the connection about to change it;
-2. no **rehearsal** of the run that failed (``backup/rehearsal.py``: steps 02-05 on the restored
-   copy; a change on that copy needs the run's proven backup, not a GO: the copy is not production);
+2. a **rehearsal** that passed (``backup/rehearsal.py``: steps 02-05 on the restored copy of the
+   backup the run relies on; a change on that copy needs the run's proven backup, not a GO: the
+   copy is not production), and an **approval** of it (``approve``): who, when, and the sha256 of
+   the rehearsal's evidence they were shown, which must still be the file's. Optionally four eyes:
+   the approver is not the run's operator. A revert needs neither;
 3. a **backup** of that database, recorded by ``record_backup`` when the dump was taken, whose
    **drill passed** (``record_drill``), whose file still has the sha256 recorded, and which was
    taken **before the migration's first change** (inside the dump's snapshot no change of the
@@ -19,6 +22,7 @@ leaves a gate closed: the check runs in the engine, at the start of every change
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import weakref
@@ -204,9 +208,11 @@ def backup_for(run_id: str) -> tuple[str, dict[str, Any]]:
     return owner, proven_backup(owner)
 
 
-def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
+def require(conn: psycopg.Connection[Any], run_id: str, what: str, *, forward: bool = True) -> None:
     """Refuse (GateClosed) unless run ``run_id`` holds a GO and a proven backup of the database
-    ``conn`` reaches, taken before the migration's first change. ``what``: the change about to start."""
+    ``conn`` reaches, taken before the migration's first change, and, for the migration's own
+    changes (``forward``; not a revert), a rehearsal that passed and an approval of it. ``what``:
+    the change about to start."""
     here = identity(conn)
     if rehearsing_on(run_id, here):  # the run's own restored copy of its proven backup: no GO of its own
         backup_for(run_id)
@@ -234,6 +240,8 @@ def require(conn: psycopg.Connection[Any], run_id: str, what: str) -> None:
         raise GateClosed(run=run_id, gate="backup", reason=f"{of} backup was taken after the migration had begun "
                          f"({c['change']} by run {c['run_id']} at {c['applied_at']}): rolling back to it would not "
                          "restore the database as it was; name the backup taken before that with --backup-of RUN")
+    if forward:
+        approved(run_id)
 
 
 def record_rehearsal_copy(conn: psycopg.Connection[Any], run_id: str, database: str) -> None:
@@ -261,3 +269,72 @@ def record_rehearsal(run_id: str, evidence: dict[str, Any]) -> None:
 
 
 REHEARSAL_PREFIX = "kbmigrate_rehearsal_"
+
+
+def rehearsal_of(run_id: str) -> tuple[str, dict[str, Any] | None]:
+    """The rehearsal run ``run_id``'s changes are held to: that of the run whose backup it relies on
+    (its own, or ``--backup-of``'s), as that backup's copy is the one rehearsed."""
+    owner = read(run_id).get("backup_of") or run_id
+    return owner, read(owner).get("rehearsal")
+
+
+def to_approve(run_id: str) -> dict[str, Any]:
+    """The rehearsal record run ``run_id`` needs approved, its evidence file checked against the
+    sha256 recorded; GateClosed when there is none, it failed, or its file changed."""
+    owner, rehearsed = rehearsal_of(run_id)
+    of = "its" if owner == run_id else f"run {owner}'s"
+    if not rehearsed:
+        raise GateClosed(run=run_id, gate="rehearsal", reason=f"{of} backup has no rehearsal on its restored copy: "
+                         "step 01 rehearses steps 02-05 there before production's first change (run 01 again: "
+                         f"kbmigrate run --resume {owner} --only 01 --new-backup)")
+    if not rehearsed.get("ok"):
+        raise GateClosed(run=run_id, gate="rehearsal", reason=f"{of} rehearsal failed "
+                         f"({str(rehearsed.get('failure'))[:300]}): production is a NO-GO; its evidence is {rehearsed['path']}")
+    evidence = from_evidence(rehearsed["path"])
+    if not evidence.is_file() or sha256_file(evidence) != rehearsed["sha256"]:
+        raise GateClosed(run=run_id, gate="approval", reason=f"{of} rehearsal evidence {rehearsed['path']} no longer "
+                         "has the sha256 recorded when the rehearsal wrote it")
+    return {**rehearsed, "run": owner}
+
+
+def approved(run_id: str) -> dict[str, Any]:
+    """The approval run ``run_id`` holds of the rehearsal it is held to; GateClosed when none does."""
+    rehearsed = to_approve(run_id)
+    given = read(run_id).get("approval")
+    if not given or given.get("sha256") != rehearsed["sha256"]:
+        raise GateClosed(run=run_id, gate="approval", reason=f"nobody has approved its rehearsal (evidence "
+                         f"{rehearsed['path']}, sha256 {rehearsed['sha256'][:16]}…): read it, then "
+                         f"'kbmigrate approve {run_id}' (a headless run waits for that)")
+    return dict(given)
+
+
+def record_operator(run_id: str, operator: str, *, four_eyes: bool, auto_approve: bool = False) -> None:
+    """Who runs ``run_id``; with ``four_eyes``, someone else must approve its rehearsal. Once set,
+    four eyes stay asked for: a resume cannot lift them. ``auto_approve``: a hand-stepped run's
+    approval cell records a self-approval (``kbmigrate lab --auto-approve``)."""
+    gates = read(run_id)
+    gates.setdefault("operator", operator)
+    gates["four_eyes"] = bool(gates.get("four_eyes")) or four_eyes
+    gates["auto_approve"] = auto_approve and not gates["four_eyes"]
+    _write(run_id, gates)
+
+
+def approve(run_id: str, *, by: str, how: str, sha256: str | None = None) -> dict[str, Any]:
+    """Record that ``by`` approved the rehearsal run ``run_id`` is held to (``how``: at the
+    terminal, by command, auto, ...). ``sha256``: the evidence's hash the approver was shown (or
+    trusted up front; at least its first 12 hex digits): it must be the evidence's. Refused
+    (GateClosed) when four eyes are asked for and ``by`` is the run's operator."""
+    rehearsed = to_approve(run_id)
+    if sha256 is not None and (len(sha256) < 12 or not rehearsed["sha256"].startswith(sha256.strip().lower())):
+        raise GateClosed(run=run_id, gate="approval", reason=f"the hash approved ({sha256[:16]}) is not its "
+                         f"rehearsal's ({rehearsed['sha256'][:16]}…, {rehearsed['path']}); read that evidence first")
+    gates = read(run_id)
+    operator = gates.get("operator")
+    if gates.get("four_eyes") and by == operator:
+        raise GateClosed(run=run_id, gate="approval", reason=f"it asks for four eyes: {by} runs it and may not "
+                         "approve its rehearsal; someone else runs 'kbmigrate approve' for it")
+    gates["approval"] = {"by": by, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                         "how": how, "sha256": rehearsed["sha256"], "rehearsal_of": rehearsed["run"],
+                         "self": operator is None or by == operator}
+    _write(run_id, gates)
+    return dict(gates["approval"])

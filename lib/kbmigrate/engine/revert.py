@@ -40,7 +40,7 @@ def revert(conn: psycopg.Connection[Any], name: str, params: RunParams, run_id: 
     out = []
     if not ledger.exists(conn):
         raise StepFailed(step="revert", change=name, reason="this database has no kbmigrate ledger: nothing was migrated")
-    gates.require(conn, run_id, f"the revert of {name}")
+    gates.require(conn, run_id, f"the revert of {name}", forward=False)
     for change in expand(name, params):
         text = read_sql(change.revert)
         started = time.monotonic()

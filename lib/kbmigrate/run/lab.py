@@ -30,7 +30,7 @@ from kbmigrate.engine import gates, ledger, plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import BadParameter, LabAsRoot, LabFailed, NoGo
 from kbmigrate.paths import RUNS_DIR, shown
-from kbmigrate.run import manifest, notebooks, runner
+from kbmigrate.run import approval, manifest, notebooks, runner
 from kbmigrate.run.record import Run, StepEntry
 
 
@@ -40,8 +40,13 @@ def may_open(allow_root: bool) -> None:
         raise LabAsRoot()
 
 
-def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Path:
-    """The run folder, ready to be stepped through by hand."""
+def prepare(target: Target, params: RunParams, run_id: str | None = None, *, auto_approve: bool = False,
+            four_eyes: bool = False) -> Path:
+    """The run folder, ready to be stepped through by hand. Its approval cell (at the end of 01)
+    waits for ``kbmigrate approve RUN``, or, with ``auto_approve``, records a self-approval;
+    ``four_eyes``: someone other than the operator approves."""
+    if auto_approve and four_eyes:
+        raise BadParameter(name="--auto-approve", reason="four eyes ask for someone else's approval: give one of them")
     params.validate()
     run_id = run_id or f"manual-{runner.new_run_id()}"
     folder = RUNS_DIR / run_id
@@ -53,6 +58,7 @@ def prepare(target: Target, params: RunParams, run_id: str | None = None) -> Pat
     with runner.private_files():
         with db.connect(target, autocommit=True) as conn:
             Run.open(target, conn, run_id, params, steps=list(plan.STEPS), status="manual")
+        gates.record_operator(run_id, approval.who(), four_eyes=four_eyes, auto_approve=auto_approve)
         for step in plan.STEPS:  # 07_rollback is on demand: kbmigrate rollback
             papermill.execute_notebook(notebooks.read(step), str(folder / f"{step}.ipynb"), prepare_only=True,
                                        parameters=notebooks.own(step, {"run_id": run_id, **params.as_dict()}),

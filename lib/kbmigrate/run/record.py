@@ -175,10 +175,12 @@ class Run:
 
     def take_gates(self) -> None:
         """The manifest shows what the engine's gates hold for the run: its backup (with its
-        drill's verdict), the run whose backup it relies on, its preflight verdict, its rehearsal."""
+        drill's verdict), the run whose backup it relies on, its preflight verdict, its rehearsal and
+        the approval of it."""
         held = gates.read(self.run_id)
         for key, name in (("backup", "backup"), ("backup_of", "backup_of"), ("preflight", "preflight_verdict"),
-                          ("rehearsal", "rehearsal")):
+                          ("rehearsal", "rehearsal"), ("approval", "approval"), ("operator", "operator_recorded"),
+                          ("four_eyes", "four_eyes")):
             if key in held:
                 self.data[name] = held[key]
 

@@ -162,6 +162,12 @@ def summary_html(record: dict[str, Any]) -> str:
             ("verdict", "ok" if rehearsed.get("ok") else f"FAILED: {rehearsed.get('failure')}"),
             ("seconds", rehearsed.get("seconds")), ("evidence", rehearsed.get("path")),
             ("sha256", rehearsed.get("sha256"))])]
+    given = record.get("approval")
+    parts += ["<h2>Approval</h2>", _table([
+        ("approved by", given.get("by")), ("at", given.get("at")), ("how", given.get("how")),
+        ("self-approval", "yes" if given.get("self") else "no"), ("four eyes asked for", "yes" if record.get("four_eyes") else "no"),
+        ("sha256 approved", given.get("sha256")), ("rehearsal of run", given.get("rehearsal_of"))])
+        if given else "<p>Not approved: production's changes were refused by the engine.</p>"] if rehearsed or given else []
     parts += ["<h2>Parameters</h2>", _table(sorted(record.get("parameters", {}).items())), "</div>"]
     return "\n".join(p for p in parts if p)  # a blank line would end the HTML block of the markdown cell
 

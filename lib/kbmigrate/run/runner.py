@@ -13,6 +13,7 @@ import os
 import secrets as pysecrets
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ from papermill.exceptions import PapermillExecutionError
 from kbmigrate import db, errors
 from kbmigrate.checks import pooler
 from kbmigrate.engine import blockers, failpoint, gates, ledger, plan
-from kbmigrate.run import interrupt, manifest, notebooks, saving
+from kbmigrate.run import approval, interrupt, manifest, notebooks, saving
 from kbmigrate.run.kernel import IpcKernelManager, RunKernel
 from kbmigrate.run.record import Run, StepEntry
 from kbmigrate.conninfo import Target, libpq_env
-from kbmigrate.errors import BadParameter, Interrupted, NoGo, RunFailed, SecretInArtifact
+from kbmigrate.errors import BadParameter, GateClosed, Interrupted, NoGo, NotApproved, RunFailed, SecretInArtifact
 from kbmigrate.engine.lock import run_lock
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import NOTEBOOK_DIR, RUNS_DIR, WAITS_LOG, from_evidence, shown
@@ -147,9 +148,13 @@ def _failure_reason(exc: PapermillExecutionError, run_id: str = "RUN_ID") -> str
 def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_of: str | None = None,
         only: list[str] | None = None, progress: bool = True, echo: Any = print,
         notebooks: list[str] | None = None, extra: dict[str, Any] | None = None,
-        resume: bool = False, new_backup: bool = False) -> dict[str, Any]:
+        resume: bool = False, new_backup: bool = False, approve: str | None = None, four_eyes: bool = False,
+        approval_wait: float = 1800.0) -> dict[str, Any]:
     """Run the plan's notebooks (or ``notebooks``, e.g. ["07_rollback"], with ``extra`` parameters).
-    With ``resume``, continue run ``run_id`` in its own folder (see ``Run.reopen``)."""
+    With ``resume``, continue run ``run_id`` in its own folder (see ``Run.reopen``). Before the first
+    changing step, the run gets its rehearsal approved (``run/approval.py``: ``approve`` is
+    ``"auto"``, a sha256 trusted up front, or None: ask at a terminal, else wait ``approval_wait``
+    seconds for ``kbmigrate approve``); ``four_eyes``: the operator may not approve it."""
     params.validate()
     run_id = run_id or new_run_id()
     if not run_id.replace("-", "").replace("_", "").isalnum():
@@ -185,8 +190,10 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
                         run = resumed
                     else:
                         run = Run.open(target, conn, run_id, params, steps=steps, extra=extra, backup_of=backup_of)
+                gates.record_operator(run_id, approval.who(), four_eyes=four_eyes)
+                asked = Approval(approve, approval_wait)
                 try:
-                    failure = _execute(target, params, run, steps, progress, echo, extra or {})
+                    failure = _execute(target, params, run, steps, progress, echo, extra or {}, asked)
                 finally:
                     with db.connect(target, autocommit=True, limits=closing_limits(params),
                                     application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
@@ -268,8 +275,16 @@ def mark_interrupted(path: Path, stop: interrupt.Stop) -> None:
     nbformat.write(book, path)
 
 
+@dataclass(frozen=True)
+class Approval:
+    """How the run is to get its approval (``run/approval.py``)."""
+
+    approve: str | None = None
+    wait: float = 1800.0
+
+
 def _execute(target: Target, params: RunParams, run: Run, steps: list[str], progress: bool, echo: Any,
-             extra: dict[str, Any]) -> Exception | None:
+             extra: dict[str, Any], asked: Approval = Approval()) -> Exception | None:
     """Run ``steps`` in ``run``, recording each; then finish the run. Returns what stopped it, if anything."""
     failure: Exception | None = None
     run_id, folder = run.run_id, run.folder
@@ -280,7 +295,7 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
             blockers.relayed(folder / WAITS_LOG, lambda line: echo(f"  {line}")):
         kernel = RunKernel(kernels, NOTEBOOK_DIR)
         try:
-            failure = _steps(target, run, steps, progress, echo, parameters, extra, stop, kernel)
+            failure = _steps(target, run, steps, progress, echo, parameters, extra, stop, kernel, asked)
         finally:
             kernel.close()
         if stop.signal and failure is None:  # stopped between steps
@@ -297,13 +312,21 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
 
 
 def _steps(target: Target, run: Run, steps: list[str], progress: bool, echo: Any, parameters: dict[str, Any],
-           extra: dict[str, Any], stop: interrupt.Stop, kernel: RunKernel) -> Exception | None:
-    """Run each step in the run's kernel, recording it; returns what stopped the run, if anything."""
+           extra: dict[str, Any], stop: interrupt.Stop, kernel: RunKernel, asked: Approval) -> Exception | None:
+    """Run each step in the run's kernel, recording it; returns what stopped the run, if anything.
+    Before the first step that changes production, the approval gate (``run/approval.py``)."""
     failure: Exception | None = None
     run_id, folder = run.run_id, run.folder
     for step in steps:
         if stop.signal:
             break
+        if step in plan.CHANGING:
+            try:
+                approval.obtain(run_id, approve=asked.approve, wait=asked.wait, echo=echo,
+                                stopped=lambda: bool(stop.signal))
+            except (NotApproved, GateClosed) as exc:
+                failure = exc
+                break
         entry = run.begin(step)
         out = from_evidence(entry.notebook)
         echo(f"▶ {step} …" if entry.attempt == 1 else f"▶ {step} (attempt {entry.attempt}) …")

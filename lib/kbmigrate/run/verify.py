@@ -61,6 +61,13 @@ def _files(run_id: str, record: dict[str, Any]) -> list[Check]:
     if record.get("rehearsal"):
         same(f"rehearsal {record['rehearsal']['path']}", from_evidence(record["rehearsal"]["path"]),
              record["rehearsal"]["sha256"])
+    if record.get("approval"):  # what was approved is the rehearsal the run recorded (or the one of its backup's run)
+        given = record["approval"]
+        of = record.get("rehearsal") if given.get("rehearsal_of") == record.get("run_id") else None
+        ok = of is None or of.get("sha256") == given.get("sha256")
+        out.append(Check(f"approval by {given.get('by')} ({given.get('how')})", ok,
+                         "" if ok else f"it approved sha256 {str(given.get('sha256'))[:16]}…, not the rehearsal's "
+                                       f"{str(of.get('sha256') if of else '')[:16]}…"))
     return out
 
 
