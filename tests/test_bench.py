@@ -16,7 +16,7 @@ KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batc
         "traffic.throttle_cost_seconds", "rls.policy_over_filter", "rls.secdef_over_policy", "rls.correlated_over_policy",
         "run.over_seed", "run.app_tables_changing_seconds", "seed.pg_dump_seconds", "seed.psql_seconds",
         "scale.time_ratio", "backup.seconds", "backup.mb_per_second", "restore_drill.seconds", "runner.peak_rss_mb",
-        "remote.round_trips"]
+        "remote.round_trips", "rehearsal.seconds", "rehearsal.predicted_over_actual", "rehearsal.max_budget_used"]
 
 
 def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch) -> None:
@@ -56,6 +56,9 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
     assert abs(run["app_tables_changing_seconds"] - changing) < 0.02
     assert run["slowest_step"]["seconds"] == max(run["step_seconds"].values()) and run["slowest_step"]["cells"]
 
+    rehearsal = on_disk["rehearsal"]  # the ratio is of its parts; within budget: none over, the largest share under 1
+    assert rehearsal["changes_compared"] >= 10 and rehearsal["over_budget"] == [] and 0 < rehearsal["max_budget_used"] <= 1
+    assert abs(rehearsal["predicted_over_actual"] - rehearsal["predicted_seconds"] / rehearsal["actual_seconds"]) < 0.01
     assert on_disk["scale"]["sizes"] == ["small", "small"] and "time_ratio_1m_over_100k" not in on_disk["scale"]
     assert on_disk["rls"]["secdef_list_ms"] > 0 and on_disk["rls"]["correlated_list_ms"] > 0
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
