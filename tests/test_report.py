@@ -16,7 +16,7 @@ import pytest
 
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
-from kbmigrate.paths import RUNS_DIR, from_evidence
+from kbmigrate.paths import REPO_ROOT, RUNS_DIR, from_evidence
 from kbmigrate.run import manifest, runner
 
 from conftest import drop, new_demo, run_cli
@@ -136,6 +136,14 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         assert bar.screenshot(str(shots / "backfill_progress.png"))
         cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedHTMLCommon td")]
         assert "NULL" in cells and "None" not in cells  # SQL NULL reads as NULL
+        # rehearsal and production side by side: one row per change, both figures in each cell
+        side = browser.find_element(By.ID, "side-by-side")
+        browser.execute_script("arguments[0].scrollIntoView()", side)
+        table = side.find_element(By.XPATH, "following::table[1]")
+        rows = table.find_elements(By.TAG_NAME, "tr")[1:]
+        assert table.is_displayed() and len(rows) == len(_changes_of_the_plan()), len(rows)
+        assert any("kb_columns" in r.text and "AccessExclusiveLock" in r.text for r in rows)
+        assert table.screenshot(str(shots / "side_by_side.png"))
         width = browser.execute_script("return document.documentElement.clientWidth")
         smoke = browser.find_element(By.ID, "step-06_smoke_tests")
         headers = [th for th in smoke.find_elements(By.XPATH, "following::th")
@@ -155,6 +163,51 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         assert scrolled <= width + 1, f"the page is {scrolled}px wide in a {width}px window: something does not wrap"
     finally:
         browser.quit()
+
+
+def _changes_of_the_plan() -> list[str]:
+    """The changes of steps 02-05 the demo applies, read from sql/plan.txt and the legacy sources file."""
+    import csv
+
+    out = []
+    for line in (REPO_ROOT / "sql" / "plan.txt").read_text().splitlines():
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if "per_legacy_source" in parts:
+            with (REPO_ROOT / "sql" / "data" / "legacy_sources.csv").open(newline="") as fh:
+                out += ["import_legacy_" + row["source"].removeprefix("legacy_").removesuffix("_data")  # legacy.py's rule
+                        for row in csv.DictReader(fh)]
+        else:
+            out.append(parts[1])
+    return out
+
+
+def test_kbmigrate_diff_puts_the_rehearsal_beside_production(run_with_report: Any) -> None:
+    """The same data on the copy and in production: every change, the same outcome and rows."""
+    _, run_id, _ = run_with_report
+    done = run_cli("diff", run_id, "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["change"] for r in rows] == _changes_of_the_plan()
+    assert all(r["rehearsal rows"] == r["production rows"] and r["rehearsal outcome"] == r["production outcome"] == "applied"
+               for r in rows), [r for r in rows if "rows" in r["differs"] or "outcome" in r["differs"]]
+    assert not any(w in r["differs"] for r in rows for w in ("rows", "outcome", "only in", "locks")), rows
+
+
+def test_a_difference_between_two_sides_is_named() -> None:
+    """Planted: other rows, another outcome, another lock, a hold 10× as long, a change on one side only."""
+    from kbmigrate.run import compare
+
+    lock = [{"relation": "public.knowledge_base", "mode": "AccessExclusiveLock"}]
+    base = {"step": "02_schema", "outcome": "applied", "rows": 5, "locks": lock, "held_seconds": 0.1}
+    a = [{**base, "change": c} for c in ("same", "rows", "outcome", "locks", "slow", "gone")]
+    b = [{**base, "change": "same"}, {**base, "change": "rows", "rows": 6}, {**base, "change": "outcome", "outcome": "noop"},
+         {**base, "change": "locks", "locks": [{**lock[0], "mode": "ShareRowExclusiveLock"}]},
+         {**base, "change": "slow", "held_seconds": 1.0}, {**base, "change": "new"}]
+    said = {r["change"]: r["differs"] for r in compare.side_by_side(a, b)}
+    assert said == {"same": "", "rows": "rows 5 / 6", "outcome": "outcome applied / noop", "locks": "other locks",
+                    "slow": "held 10.0× as long in production", "gone": "only in rehearsal", "new": "only in production"}
 
 
 def test_a_chart_only_where_it_has_something_to_show(run_with_report: Any) -> None:

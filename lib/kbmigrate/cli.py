@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -276,6 +277,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from kbmigrate.run import compare, manifest
+
+    for run in filter(None, (args.run_a, args.run_b)):
+        if not (RUNS_DIR / run / "manifest.json").exists():
+            raise NoSuchRun(run=run, folder=shown(RUNS_DIR))
+    a = manifest.load(args.run_a)
+    if args.run_b:
+        rows, names = compare.runs(a, manifest.load(args.run_b)), (args.run_a, args.run_b)
+    else:
+        rehearsed = compare.rehearsed_changes(a)
+        if rehearsed is None:
+            raise BadParameter(name="RUN_B", reason=f"run {args.run_a} has no rehearsal to compare with: name a second run")
+        rows, names = compare.side_by_side(rehearsed, a.get("changes_by_change") or []), ("rehearsal", "production")
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    print(f"{'change':<26} {'held (s) ' + names[0][:14]:>24} {'held (s) ' + names[1][:14]:>24} {'rows':>15}  differs")
+    for r in rows:
+        ha, hb = r[f"{names[0]} held_seconds"], r[f"{names[1]} held_seconds"]
+        rows_ab = f"{r[f'{names[0]} rows'] if r[f'{names[0]} rows'] is not None else '-'}/" \
+                  f"{r[f'{names[1]} rows'] if r[f'{names[1]} rows'] is not None else '-'}"
+        print(f"{r['change']:<26} {'-' if ha is None else ha:>24} {'-' if hb is None else hb:>24} {rows_ab:>15}  "
+              f"{r['differs'] or 'same'}")
+    differing = sum(1 for r in rows if r["differs"])
+    print(f"{differing} of {len(rows)} changes differ between {names[0]} and {names[1]}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from kbmigrate.run import manifest, report
 
@@ -490,6 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--four-eyes", action="store_true", help="someone other than the operator must approve the rehearsal")
     p.set_defaults(func=cmd_lab)
 
+    p = sub.add_parser("diff", help="compare two runs' figures change by change, or a run with its rehearsal",
+                       description="Per change of steps 02-05: outcome, rows, the locks held on the application's "
+                                   "tables and how long, for RUN_A and RUN_B (or RUN_A's rehearsal and RUN_A), and "
+                                   "where they differ. From the run folders; no database needed.")
+    p.add_argument("run_a", metavar="RUN_A", help="a run id (a folder under runs/)")
+    p.add_argument("run_b", metavar="RUN_B", nargs="?", help="another run id; without it, RUN_A's rehearsal")
+    p.add_argument("--json", action="store_true", help="the rows as JSON")
+    p.set_defaults(func=cmd_diff)
+
     p = sub.add_parser("report", help="(re)build a run's report.html from its folder",
                        description="Write runs/RUN/report.html: the summary, then every notebook of the run as it "
                                    "executed, in one self-contained file. Deterministic: a run's own report is rebuilt "
@@ -531,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except BrokenPipeError:  # its reader went away (| head): nothing more to say to it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the interpreter flushes stdout at exit)
+        return 0
     except KbError as exc:
         print(f"kbmigrate: {exc.message}", file=sys.stderr)
         return exc.exit_code

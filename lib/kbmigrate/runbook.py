@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from kbmigrate import cells, conninfo, db, errors, ipysql
-from kbmigrate.engine import blockers, failpoint, gates, ledger, lock
+from kbmigrate.engine import blockers, failpoint, gates, held, ledger, lock
 from kbmigrate.errors import Blocked, CheckFailed, ConnectionLost, KbError, SqlFailed, StepStopped, TooSlow
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import RUNS_DIR, WAITS_LOG, append_line, read_sql
@@ -157,14 +157,14 @@ class Step:
         except errors.GateClosed as exc:
             if exc.details.get("gate") != "approval":
                 raise
-            held = gates.read(self.run_id)
+            recorded = gates.read(self.run_id)
             if os.environ.get(failpoint.RUNNER_PID):
                 return pd.DataFrame([{"approval": "asked for by kbmigrate run after this step", "evidence": rehearsed["path"],
                                       "sha256": rehearsed["sha256"]}])
-            if held.get("auto_approve"):
+            if recorded.get("auto_approve"):
                 given = gates.approve(self.run_id, by=getpass.getuser(), how="auto (kbmigrate lab --auto-approve)")
             else:
-                given = self._wait_for_approval(rehearsed, wait, four_eyes=bool(held.get("four_eyes")))
+                given = self._wait_for_approval(rehearsed, wait, four_eyes=bool(recorded.get("four_eyes")))
         return pd.DataFrame([{"approved by": given["by"], "at": given["at"], "how": given["how"],
                               "self-approval": given.get("self"), "sha256 approved": given["sha256"],
                               "evidence": rehearsed["path"]}])
@@ -191,18 +191,7 @@ class Step:
 def locks_text(detail: dict[str, Any]) -> str:
     """A change's locks on the application's relations (``change.sql``), e.g. "public.knowledge_base
     AccessExclusiveLock"; a relation's weaker modes beside its strongest are left out."""
-    strength = ["AccessShareLock", "RowShareLock", "RowExclusiveLock", "ShareUpdateExclusiveLock", "ShareLock",
-                "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"]
-
-    def rank(mode: str) -> int:
-        return strength.index(mode) if mode in strength else -1
-
-    strongest: dict[str, str] = {}
-    for held in detail.get("locks") or []:
-        now = strongest.get(held["relation"])
-        if now is None or rank(held["mode"]) > rank(now):
-            strongest[held["relation"]] = held["mode"]
-    return ", ".join(f"{rel} {mode}" for rel, mode in strongest.items())
+    return held.text(detail.get("locks"))
 
 
 _current: dict[str, Any] = {}  # the kernel's current step, and the cell running now

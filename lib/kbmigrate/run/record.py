@@ -22,7 +22,7 @@ from kbmigrate.engine import gates, plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import BadParameter
 from kbmigrate.paths import RUNS_DIR, from_evidence, shown
-from kbmigrate.run import manifest, report, summary
+from kbmigrate.run import compare, manifest, report, summary
 
 
 @dataclass
@@ -193,6 +193,7 @@ class Run:
         self.data["ended_at"] = manifest.utc_now()
         self.data["status"] = status
         self.data["changed"] = summary.numbers(conn, self.run_id)
+        self.data["changes_by_change"] = compare.per_change(conn, self.run_id)  # beside its rehearsal in the report
         self.save()
         self.data["report"] = report.build(self.run_id)
         self.save()

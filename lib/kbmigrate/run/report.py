@@ -37,6 +37,7 @@ CSS = """
   #summary td, #summary th { border: 1px solid #bbb; padding: 2px 8px; text-align: left; vertical-align: top; }
   .verdict-ok { color: #176f2c; font-weight: bold; } .verdict-bad { color: #b00020; font-weight: bold; }
   .verdict-neutral { color: #444; font-weight: bold; }
+  tr.differs td { background: #fff4e5; }
   .no-go { border-left: 4px solid #b00020; padding: 0 1em; margin: 0.5em 0; }
 </style>
 """
@@ -107,6 +108,33 @@ def _access(record: dict[str, Any]) -> str:
             + (f"; {html.escape(str(gained))}" if gained else "") + ".</p>")
 
 
+def _both(rehearsed: str, produced: str) -> str:
+    return rehearsed if rehearsed == produced else f"R {rehearsed or '-'}<br>P {produced or '-'}"
+
+
+def _side_by_side(record: dict[str, Any]) -> str:
+    """Rehearsal and production, change by change (``run/compare.py``); the rows that differ marked."""
+    from kbmigrate.run import compare
+
+    rehearsed = compare.rehearsed_changes(record)
+    if rehearsed is None or not record.get("changes_by_change"):
+        return ""
+    rows = compare.side_by_side(rehearsed, record["changes_by_change"])
+    heads = ["step", "change", "outcome", "rows", "held in rehearsal (s)", "held in production (s)", "locks at commit", "differs"]
+    cell = lambda v: html.escape("" if v is None else str(v))  # noqa: E731
+    body = "".join(
+        f'<tr class="{"differs" if r["differs"] else "same"}"><td>{cell(r["step"])}</td><td>{cell(r["change"])}</td>'
+        + "".join(f"<td>{_both(cell(r['rehearsal ' + k]), cell(r['production ' + k]))}</td>" for k in ("outcome", "rows"))
+        + f"<td>{cell(r['rehearsal held_seconds'])}</td><td>{cell(r['production held_seconds'])}</td>"
+        + f"<td>{_both(cell(r['rehearsal locks']), cell(r['production locks']))}</td>"
+        + f"<td>{cell(r['differs'])}</td></tr>" for r in rows)
+    differing = sum(1 for r in rows if r["differs"])
+    return (f'<h2 id="side-by-side">Rehearsal and production, side by side</h2><p>Where the two differ, a cell shows '
+            f"the rehearsal on the restored copy (R) above production (P); one value is both's. "
+            f"{differing} of {len(rows)} changes differ.</p>"
+            f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{body}</table>")
+
+
 def summary_html(record: dict[str, Any]) -> str:
     outcome, outcome_class = _outcome(record)
     verdict, verdict_class = _verdict(record)
@@ -162,6 +190,7 @@ def summary_html(record: dict[str, Any]) -> str:
             ("verdict", "ok" if rehearsed.get("ok") else f"FAILED: {rehearsed.get('failure')}"),
             ("seconds", rehearsed.get("seconds")), ("evidence", rehearsed.get("path")),
             ("sha256", rehearsed.get("sha256"))])]
+    parts += [_side_by_side(record)]
     given = record.get("approval")
     parts += ["<h2>Approval</h2>", _table([
         ("approved by", given.get("by")), ("at", given.get("at")), ("how", given.get("how")),
