@@ -283,3 +283,61 @@ def test_a_stopped_cell_reads_as_in_the_terminal(server: Target, monkeypatch: py
         assert step["status"] == "failed" and step["error"].startswith("SqlFailed"), step
     finally:
         drop(server, target)
+
+
+def test_by_hand_the_gate_waits_for_approval_and_the_budget_holds(server: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-stepped run (issue 23): 01's approval cell waits until someone runs `kbmigrate approve`,
+    and meanwhile the engine refuses 02's change; approved, 02's slow change (planted) is stopped by
+    its lock budget in its cell, one block with advice for that cell, its work rolled back."""
+    import threading
+
+    from kbmigrate.engine import gates
+    from kbmigrate.errors import GateClosed
+
+    target = new_demo(server, "kbt_lab_gate")
+    run_id = f"manual-t-{uuid.uuid4().hex[:6]}"
+    try:
+        assert run_cli("lab", "--dsn", target.conninfo, "--run-id", run_id, "--prepare-only",
+                       "-p", "lock_budget_floor=1s", "-p", "lock_timeout=500ms").returncode == 0
+        folder = RUNS_DIR / run_id
+        for var, key in (("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"), ("PGDATABASE", "dbname")):
+            monkeypatch.setenv(var, target.params[key])
+        monkeypatch.setenv("KBMIGRATE_FAILPOINT_SLOW", "kb_constraints=5")  # production's, not the rehearsal's
+        _run_cells(folder / "00_preflight.ipynb", folder)
+        stepped: dict[str, Any] = {}
+        backup = threading.Thread(target=lambda: stepped.update(nb=_run_cells(folder / "01_backup.ipynb", folder)))
+        backup.start()
+        deadline = time.monotonic() + 180
+        while not gates.read(run_id).get("rehearsal"):  # written by the cell before the approval cell
+            assert time.monotonic() < deadline and backup.is_alive(), "01 never reached its approval cell"
+            time.sleep(0.2)
+        time.sleep(2.0)
+        assert backup.is_alive(), "01's approval cell did not wait"
+        with db.connect(target) as conn, pytest.raises(GateClosed, match="nobody has approved"):
+            gates.require(conn, run_id, "02_schema (kb_columns)")
+        sha = gates.read(run_id)["rehearsal"]["sha256"]
+        assert run_cli("approve", run_id, "--hash", sha).returncode == 0
+        backup.join(60)
+        assert not backup.is_alive() and "nb" in stepped
+        shown = json.dumps(stepped["nb"].cells[-1].outputs)
+        assert "kbmigrate approve" in shown and sha in shown  # the cell shows who approved what
+
+        nb = nbformat.read(folder / "02_schema.ipynb", as_version=4)
+        client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                                resources={"metadata": {"path": str(folder)}})
+        apply_at = next(i for i, c in enumerate(nb.cells) if "kb.apply()" in c.source)
+        with client.setup_kernel():
+            for i, cell in enumerate(nb.cells[:apply_at + 1]):
+                if cell.cell_type == "code":
+                    client.execute_cell(cell, i)
+        errors, text = _outputs(nb.cells[apply_at])
+        assert [e.ename for e in errors] == ["OverBudget"] and "Traceback" not in text, text
+        assert "kb_constraints ran past its lock budget" in text and "its budget is 1.000 s" in text, text
+        assert "set it in the parameters cell" in text and "--resume" not in text, text
+        with db.connect(target, autocommit=True) as conn:
+            assert not db.scalar(conn, "select count(*) from pg_constraint where conrelid = 'public.knowledge_base'::regclass "
+                                       "and conname = 'knowledge_base_workspace_id_fkey'"), "the slow change was not rolled back"
+            assert db.scalar(conn, "select count(*) from kbmigrate.ledger where run_id = %s and change = 'kb_columns' "
+                                   "and outcome = 'applied'", (run_id,)) == 1
+    finally:
+        drop(server, target)
