@@ -51,3 +51,5 @@ def test_a_rehearsal_that_fails_is_a_no_go_and_production_is_untouched(server: T
                 gates.record_rehearsal_copy(conn, run_id, conn.info.dbname)
     finally:
         drop(server, target)
+
+

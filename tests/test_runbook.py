@@ -185,6 +185,18 @@ def test_the_rehearsal_foretold_production(migrated: Any) -> None:
     totals = rehearsed["entries"]["totals"]
     assert {k: int(totals[k]) for k in now} == {k: int(v) for k, v in now.items()}
     assert sum(int(w["entries"]) for w in rehearsed["entries"]["per_workspace"]) == int(now["in_a_workspace"])
+    # each user's access: who loses entries they created, as production's rules now say (read here
+    # as the admin from the tables: created_by outside the creator's memberships, not shared)
+    with db.connect(target) as conn:
+        losing = {str(r["user_id"]): int(r["n"]) for r in fetch(conn, """
+            select kb.created_by as user_id, count(*) as n from public.knowledge_base kb
+            where kb.created_by is not null and not kb.is_shared and not exists (
+                select 1 from public.workspace_members m where m.user_id = kb.created_by and m.workspace_id = kb.workspace_id)
+            group by kb.created_by""")}
+    access = rehearsed["access"]
+    assert {r["user_id"]: r["entries_lost"] for r in access["lost"]} == losing and losing
+    assert access["failed"] == [] and access["passed"] == access["users_probed"] >= 3
+    assert f"{len(losing)} users lost access to {sum(losing.values())} entries" in manifest["changed"]["access lost"]
     from kbmigrate.backup import drill
 
     with db.connect(drill.local_server().with_database("postgres")) as conn:

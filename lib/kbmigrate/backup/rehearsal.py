@@ -6,9 +6,10 @@ gates: the copy is recorded as the run's (``gates.record_rehearsal_copy``), and 
 no other database without the run's GO. What it records, per change: its outcome, rows and
 seconds, and the locks its transaction held on the application's tables at COMMIT and for how
 long (read by the change's own statement from ``pg_locks``, ``sql/engine/change.sql``); and where
-the backfill put the entries: per workspace, shared, quarantined, listed for review.
+the backfill put the entries: per workspace, shared, quarantined, listed for review; and the smoke
+tests' isolation matrix, acting as each user on the copy, with each user's access lost and gained.
 
-A change that fails on the copy fails the rehearsal: production is then a NO-GO (the run stops
+A change that fails on the copy, or a user who sees what they should not there, fails the rehearsal: production is then a NO-GO (the run stops
 in 01, before any change), and the evidence is kept. The copy is dropped whatever happens. Its
 failpoints are named apart (``rehearsal:<change>``): a crash test armed for production's change is
 not reached on the copy.
@@ -16,7 +17,7 @@ not reached on the copy.
 The evidence goes to ``runs/<run_id>/rehearsal.json``; the run's gates hold its sha256.
 Where it runs: on the drill's local server (no load on production), given first what Supabase
 gives production and the drill only stood in for (``like_supabase``). Not yet rehearsed: the
-smoke tests and the rollback.
+rollback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from kbmigrate import db
 from kbmigrate.backup import drill
+from kbmigrate.checks import smoke
 from kbmigrate.digest import sha256_file
 from kbmigrate.engine import budget, failpoint, gates, steps, transaction
 from kbmigrate.engine.params import RunParams
@@ -59,6 +61,25 @@ def _where_entries_went(conn: Any) -> dict[str, Any]:
             "listed_for_review": int(review[0]["entries"])}
 
 
+def _access(conn: Any, params: RunParams) -> dict[str, Any]:
+    """The smoke tests' isolation matrix on the copy (acting as each user, ``checks/smoke.py``), and
+    each user's access lost (entries they created and can no longer read) and gained (legacy
+    entries), computed from the rules as 06 computes them."""
+    member_map = smoke.memberships(conn, params)
+    rows = smoke.matrix(conn, params, smoke.subjects(conn, params, member_map=member_map), member_map,
+                        smoke.expected_figures(conn))
+    imported = db.scalar(conn, "select to_regclass('kbmigrate.legacy_imports') is not null")
+    found = db.batch(conn, [(read_sql("report/lost_own_entries.sql"), None),
+                            *([(read_sql("report/gained_access.sql"), None)] if imported else [])])
+    lost = [{"user_id": str(r["user_id"]), "entries_lost": int(r["entries_lost"]), "quarantined": int(r["quarantined"]),
+             "in_a_workspace_they_are_not_in": int(r["in_a_workspace_they_are_not_in"])} for r in found[0]]
+    return {"users_probed": len(rows), "passed": sum(1 for r in rows if r["pass"]),
+            "failed": [{"user": r["user"], "role": r.get("role"), "leaked": len(r["leaked"]), "missing": len(r["missing"])}
+                       for r in rows if not r["pass"]],
+            "lost": lost, "users_losing": len(lost), "entries_lost": sum(r["entries_lost"] for r in lost),
+            "gained": {k: int(v) for k, v in found[1][0].items()} if imported else None}
+
+
 def like_supabase(conn: Any) -> None:
     """Give the copy what Supabase gives production and the drill only stood in for: ``auth.uid()``
     reading the request's claims, the API roles and their privileges (``sql/compat/supabase.sql``,
@@ -79,6 +100,7 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, An
     changes: list[dict[str, Any]] = []
     failure: str | None = None
     entries: dict[str, Any] = {}
+    access: dict[str, Any] = {}
     try:
         with db.connect(local.with_database(name), autocommit=True,
                         application_name=f"kbmigrate rehearsal {run_id}"[:63]) as conn:
@@ -93,12 +115,17 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, An
                         break
             if failure is None:
                 entries = _where_entries_went(conn)
+                access = _access(conn, params)
+                if access["failed"]:
+                    failure = (f"06_smoke_tests: isolation failed on the copy for {len(access['failed'])} of "
+                               f"{access['users_probed']} users (leaked or missing entries, or a write let through)")
     finally:
         with db.connect(local.with_database("postgres"), autocommit=True) as conn:
             db.drop_database(conn, name)
     evidence = {"where": drilled["where"], "database": name, "ok": failure is None, "failure": failure,
-                "seconds": round(time.monotonic() - started, 2), "steps": list(REHEARSED),
-                "parameters": params.as_dict(), "changes": changes, "entries": entries}
+                "seconds": round(time.monotonic() - started, 2), "steps": [*REHEARSED, "06_smoke_tests"],
+                "parameters": params.as_dict(), "changes": changes, "entries": entries,
+                "access": access}
     path = RUNS_DIR / run_id / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")

@@ -107,6 +107,12 @@ def show(run_id: str) -> str:
     totals = (evidence.get("entries") or {}).get("totals") or {}
     if totals:
         lines.append("entries: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    access = evidence.get("access") or {}
+    if access:
+        gained = access.get("gained") or {}
+        lines.append(f"isolation: {access['passed']} of {access['users_probed']} users probed see what they should; "
+                     f"access lost: {access['users_losing']} users, {access['entries_lost']} entries they created"
+                     + (f"; gained: {gained.get('users')} users, {gained.get('entries')} legacy entries" if gained else ""))
     lines.append(f"evidence {rehearsed['path']}")
     lines.append(f"sha256   {rehearsed['sha256']}")
     return "\n".join(lines)
