@@ -53,3 +53,38 @@ def test_a_rehearsal_that_fails_is_a_no_go_and_production_is_untouched(server: T
         drop(server, target)
 
 
+
+
+def test_a_stale_membership_view_is_replaced_not_trusted(server: Target) -> None:
+    """Planted on the copy: a ``kbmigrate.membership`` view from elsewhere, with the right columns,
+    making every user a member of every workspace. Its change's verify compares the view's rows
+    with the membership table's, so the change replaces it (a verify that checked only the columns
+    let it stand: the backfill then put entries in the wrong workspaces)."""
+    target = new_demo(server, "kbt_rehearse_stale")
+    run_id = f"rehearse-stale-{os.getpid()}"
+    try:
+        drilled = drill.run(gated_backup(target, run_id), run_id, keep_for_rehearsal=True)
+        copy = drill.local_server().with_database(drilled["kept_for_rehearsal_as"])
+        with db.connect(copy, autocommit=True) as conn:
+            conn.execute("create schema kbmigrate")
+            conn.execute("create view kbmigrate.membership as select u.id as user_id, w.id as workspace_id, "
+                         "m.joined_at from auth.users u cross join public.workspaces w "
+                         "cross join lateral (select min(joined_at) as joined_at from public.workspace_members) m")
+        evidence = rehearsal.run(drilled, run_id, RunParams())
+        assert {c["change"]: c["outcome"] for c in evidence["changes"]}["membership_view"] == "applied"
+        clean_run = f"{run_id}-clean"  # the same data rehearsed without the plant: the same losses, user by user
+        clean = rehearsal.run(drill.run(gated_backup(target, clean_run), clean_run, keep_for_rehearsal=True),
+                              clean_run, RunParams())
+        assert evidence["access"]["lost"] == clean["access"]["lost"] and evidence["entries"] == clean["entries"]
+    finally:
+        drop(server, target)
+
+
+def gated_backup(target: Target, run_id: str) -> dict[str, object]:
+    """A GO and a dump of ``target`` for ``run_id``, as 00 and 01 take them, without the drill."""
+    from kbmigrate.backup import dump
+    from kbmigrate.checks import preflight
+
+    with db.connect(target, autocommit=True) as conn:
+        assert preflight.go(preflight.verdict(conn, target, RunParams(), run_id))
+    return dump.dump(target, run_id, RunParams())
