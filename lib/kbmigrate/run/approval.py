@@ -58,6 +58,8 @@ def obtain(run_id: str, *, approve: str | None, wait: float, echo: Callable[[str
     if ask is None and sys.stdin.isatty() and sys.stdout.isatty():
         ask = input
     if ask is not None and not four_eyes:
+        for line in show(run_id).splitlines():  # what is being approved, before the question
+            echo(f"    {line}")
         answer = ask(f"  approve production's changes as {who()}? type {sha[:8]} (the hash's first 8 characters): ")
         if answer.strip().lower() != sha[:8]:
             raise NotApproved(run=run_id, why="not approved at the terminal", evidence=evidence)
