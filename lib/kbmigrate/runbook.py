@@ -13,7 +13,6 @@ import datetime as dt
 import getpass
 import json
 import os
-import time
 from typing import Any
 
 import pandas as pd
@@ -173,17 +172,9 @@ class Step:
         print(f"⏸ waiting for approval of {rehearsed['path']} (sha256 {rehearsed['sha256']}): in a terminal, "
               f"kbmigrate approve {self.run_id}{' (four eyes: by someone other than ' + getpass.getuser() + ')' if four_eyes else ''}",
               flush=True)
-        started = said = time.monotonic()
-        while time.monotonic() - started < wait:
-            time.sleep(0.25)
-            try:
-                return gates.approved(self.run_id)
-            except errors.GateClosed as exc:
-                if exc.details.get("gate") != "approval":
-                    raise
-            if time.monotonic() - said >= 30:
-                said = time.monotonic()
-                print(f"⏳ still waiting for approval ({said - started:.0f} s)", flush=True)
+        given = gates.wait_approved(self.run_id, wait, say=lambda line: print(line, flush=True))
+        if given is not None:
+            return given
         raise errors.NotApproved(run=self.run_id, why=f"nobody approved its rehearsal within {wait:g} s",
                                  evidence=rehearsed["path"])
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -338,3 +340,22 @@ def approve(run_id: str, *, by: str, how: str, sha256: str | None = None) -> dic
                          "self": operator is None or by == operator}
     _write(run_id, gates)
     return dict(gates["approval"])
+
+
+def wait_approved(run_id: str, seconds: float, *, say: Callable[[str], None],
+                  stopped: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+    """Until someone approves run ``run_id``'s rehearsal (``kbmigrate approve``, from another
+    terminal), at most ``seconds``, saying every 30 s that it still waits; the approval, or None
+    when none came in time or ``stopped()``. Another gate closed is raised at once."""
+    started = said = time.monotonic()
+    while time.monotonic() - started < seconds and not stopped():
+        time.sleep(0.25)
+        try:
+            return approved(run_id)
+        except GateClosed as exc:
+            if exc.details.get("gate") != "approval":
+                raise
+        if time.monotonic() - said >= 30:
+            said = time.monotonic()
+            say(f"⏳ still waiting for approval ({said - started:.0f} s)")
+    return None

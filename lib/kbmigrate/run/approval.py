@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import getpass
 import sys
-import time
 from typing import Any, Callable
 
 from kbmigrate.engine import gates
@@ -66,18 +65,9 @@ def obtain(run_id: str, *, approve: str | None, wait: float, echo: Callable[[str
         return _said(echo, gates.approve(run_id, by=who(), how="at the terminal", sha256=sha))
     echo(f"  ⏸ waiting for approval: in another terminal, 'kbmigrate approve {run_id}' "
          f"(at most {wait:g} s{'; four eyes: not by ' + who() if four_eyes else ''})")
-    started = time.monotonic()
-    said = started
-    while time.monotonic() - started < wait and not stopped():
-        time.sleep(0.25)
-        try:
-            return _said(echo, gates.approved(run_id))
-        except GateClosed as exc:
-            if exc.details.get("gate") != "approval":
-                raise
-        if time.monotonic() - said >= 30:
-            said = time.monotonic()
-            echo(f"  ⏳ still waiting for approval ({said - started:.0f} s)")
+    given = gates.wait_approved(run_id, wait, say=lambda line: echo(f"  {line}"), stopped=stopped)
+    if given is not None:
+        return _said(echo, given)
     raise NotApproved(run=run_id, why=f"nobody approved its rehearsal within {wait:g} s" if not stopped()
                       else "it was stopped while it waited for approval", evidence=evidence)
 
