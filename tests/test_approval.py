@@ -20,8 +20,9 @@ import pytest
 from kbmigrate import db
 from kbmigrate.conninfo import Target
 from kbmigrate.engine import gates
-from kbmigrate.errors import GateClosed
+from kbmigrate.errors import GateClosed, NotApproved
 from kbmigrate.paths import REPO_ROOT, RUNS_DIR
+from kbmigrate.run import approval
 
 from conftest import drop, new_demo, run_cli
 
@@ -70,6 +71,14 @@ def test_a_headless_run_waits_at_the_gate_until_approved(server: Target) -> None
             assert proc.poll() is None and changed_by(target, run_id) == 0, "it went on without an approval"
             with db.connect(target) as conn, pytest.raises(GateClosed, match="nobody has approved"):
                 gates.require(conn, run_id, "02_schema (kb_columns)")  # the engine refuses, whatever the runner does
+
+            # at a terminal, a wrong answer approves nothing (run/approval.py's prompt, given its answer here)
+            asked: list[str] = []
+            with pytest.raises(NotApproved, match="not approved at the terminal"):
+                approval.obtain(run_id, approve=None, wait=1, echo=asked.append, ask=lambda q: asked.append(q) or "nope")
+            assert sha[:8] in asked[-1] and any("kb_columns" in line for line in asked)  # shown, then asked
+            with pytest.raises(GateClosed, match="nobody has approved"):
+                gates.approved(run_id)
 
             shown = run_cli("approve", run_id, "--hash", "0" * 64)
             assert shown.returncode == 3 and "is not its rehearsal's" in shown.stderr, shown.stderr
