@@ -338,6 +338,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     folder = lab.prepare(target, params, args.run_id, auto_approve=args.auto_approve, four_eyes=args.four_eyes)
     run_id = folder.name
     print(f"hand-stepped run {run_id} on database {target.label}: the notebooks to step through are in {shown(folder)}/")
+    if not args.auto_approve:
+        print(f"01's last cell waits for the rehearsal's approval: 'kbmigrate approve {run_id}' in a terminal "
+              f"(JupyterLab's own: File > New > Terminal){', by someone other than you (four eyes)' if args.four_eyes else ''}")
     begun = lab.begun(target)
     if begun:
         print(f"note: the migration already began on {target.label} (change '{begun['change']}' by run {begun['run_id']}): "
