@@ -228,10 +228,6 @@ def require(conn: psycopg.Connection[Any], run_id: str, what: str, *, forward: b
     if Identity(**verdict["identity"]) != here:
         raise GateClosed(run=run_id, gate="GO", reason=f"its GO is for {Identity(**verdict['identity']).label()}, "
                                                        f"not {here.label()}")
-    rehearsed = read(run_id).get("rehearsal")
-    if rehearsed and not rehearsed.get("ok"):
-        raise GateClosed(run=run_id, gate="rehearsal", reason=f"its rehearsal on the restored copy failed "
-                         f"({str(rehearsed.get('failure'))[:300]}): production is a NO-GO; its evidence is {rehearsed['path']}")
     owner, taken = backup_for(run_id)
     of = "its" if owner == run_id else f"run {owner}'s"
     if Identity(**taken["identity"]) != here:
@@ -290,7 +286,7 @@ def to_approve(run_id: str) -> dict[str, Any]:
                          "step 01 rehearses steps 02-05 there before production's first change (run 01 again: "
                          f"kbmigrate run --resume {owner} --only 01 --new-backup)")
     if not rehearsed.get("ok"):
-        raise GateClosed(run=run_id, gate="rehearsal", reason=f"{of} rehearsal failed "
+        raise GateClosed(run=run_id, gate="rehearsal", reason=f"{of} rehearsal on the restored copy failed "
                          f"({str(rehearsed.get('failure'))[:300]}): production is a NO-GO; its evidence is {rehearsed['path']}")
     evidence = from_evidence(rehearsed["path"])
     if not evidence.is_file() or sha256_file(evidence) != rehearsed["sha256"]:
