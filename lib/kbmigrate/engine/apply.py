@@ -130,7 +130,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
             done = as_change(Work(text, slowed(change, read_sql(change.verify)), already=in_effect_check(change)))
         except psycopg.Error as exc:
             record_failure(conn, run_id, change, sha, exc, params)
-            if limit and over(exc, conn):
+            if limit and not conn.broken and blockers.timed_out(exc):
                 raise OverBudget(step=change.step, change=change.name, took=f"{time.monotonic() - started:.3f} s",
                                  statement=statement(exc, change), budget=limit.text(), run=run_id) from None
             raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
@@ -174,13 +174,6 @@ def slowed(change: Change, verify: str) -> str:
     it runs after the change's work, in its transaction, its locks held."""
     pause = failpoint.slowdown(change.name)
     return f"select pg_sleep({float(pause):.3f});\n{verify}" if pause else verify
-
-
-def over(exc: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
-    """The server cancelled the statement on its statement_timeout (not a cancel from elsewhere)."""
-    diag = getattr(exc, "diag", None)
-    return (isinstance(exc, psycopg.errors.QueryCanceled) and not conn.broken
-            and "statement timeout" in str(diag.message_primary if diag else exc))
 
 
 def statement(exc: psycopg.Error, change: Change) -> str:

@@ -190,6 +190,12 @@ def who(run_id: str = "", conn: psycopg.Connection[Any] | None = None) -> str:
     return "a session that let go before it could be named (see pg_stat_activity)"
 
 
+def timed_out(exc: psycopg.Error) -> bool:
+    """The server cancelled the statement on its statement_timeout (not a cancel from elsewhere)."""
+    diag = getattr(exc, "diag", None)
+    return isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in str(diag.message_primary if diag else exc)
+
+
 @contextmanager
 def named(step: str, run_id: str, lock_timeout: str, statement_timeout: str) -> Iterator[None]:
     """A statement that stops on ``lock_timeout`` or ``statement_timeout`` becomes one line that
@@ -200,7 +206,6 @@ def named(step: str, run_id: str, lock_timeout: str, statement_timeout: str) -> 
         raise Blocked(step=step, within=f"within lock_timeout {lock_timeout}", blocker=who(run_id),
                       run=run_id) from None
     except psycopg.errors.QueryCanceled as exc:
-        diag = getattr(exc, "diag", None)
-        if "statement timeout" not in str(diag.message_primary if diag else exc):
+        if not timed_out(exc):
             raise
         raise TooSlow(step=step, limit=statement_timeout, run=run_id) from None
