@@ -247,8 +247,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, approve: bool = True)
 
 
 @contextmanager
-def approving(pattern: str = "manual-*") -> Iterator[list[str]]:
-    """Someone at another terminal: once a run folder matching ``pattern`` holds a rehearsal that
+def approving(run_id: str) -> Iterator[list[str]]:
+    """Someone at another terminal: once the folder of run ``run_id`` (only that run: the other
+    tests' runs, beside it under pytest-xdist, wait for their own approvers) holds a rehearsal that
     waits for approval, ``kbmigrate approve RUN --hash SHA256`` (the hash read from its evidence
     file). Yields the runs approved."""
     import hashlib
@@ -261,7 +262,7 @@ def approving(pattern: str = "manual-*") -> Iterator[list[str]]:
 
     def watch() -> None:
         while not stop.wait(0.2):
-            for gates_file in RUNS_DIR.glob(f"{pattern}/gates.json"):
+            for gates_file in RUNS_DIR.glob(f"{run_id}/gates.json"):
                 run = gates_file.parent.name
                 try:
                     held = json.loads(gates_file.read_text())

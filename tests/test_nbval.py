@@ -15,6 +15,7 @@ from kbmigrate import db
 from kbmigrate.run import notebooks
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.plan import STEPS
+from kbmigrate.runbook import default_run_id
 
 from conftest import approving, drop, new_demo
 
@@ -29,11 +30,13 @@ def test_the_runbook_passes_nbval_on_a_demo_database(server: Target, tmp_path: P
             files.append(str(path))
         p = target.params
         env = {**os.environ, "PGHOST": p["host"], "PGPORT": p["port"], "PGUSER": p["user"], "PGDATABASE": p["dbname"]}
-        with approving() as approved:  # 01's approval cell waits for kbmigrate approve, from "another terminal"
+        # 01's approval cell waits for kbmigrate approve, from "another terminal", of this run only
+        run_id = default_run_id()
+        with approving(run_id) as approved:
             done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
                                    f"--rootdir={tmp_path}", *files], cwd=tmp_path, env=env, capture_output=True,
                                   text=True, timeout=900)
-        assert len(approved) == 1, approved
+        assert approved == [run_id], approved
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         assert "failed" not in done.stdout and "error" not in done.stdout.splitlines()[-1]
         cells = sum(1 for step in STEPS for c in notebooks.read(step).cells if c.cell_type == "code")
