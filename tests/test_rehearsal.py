@@ -53,6 +53,65 @@ def test_a_rehearsal_that_fails_is_a_no_go_and_production_is_untouched(server: T
         drop(server, target)
 
 
+def test_the_copy_is_rolled_back_proved_identical_and_migrated_again(server: Target) -> None:
+    """Update, rollback, update on the copy (Liquibase's update-testing-rollback, on the demo's data):
+    each figure compared with what the backup recorded at dump time, not with the proof's own."""
+    target = new_demo(server, "kbt_rehearse_undo")
+    run_id = f"rehearse-undo-{os.getpid()}"
+    try:
+        info = gated(target, run_id)
+        evidence = json.loads((RUNS_DIR / run_id / rehearsal.FILE).read_text())
+        undone = evidence["rollback"]
+        assert evidence["ok"] and undone["failure"] is None, undone
+        assert undone["schema_diff_lines"] == 0 and undone["schema_diff"] == []
+        assert {"public", "kb_private"} <= set(undone["schemas_compared"])
+        dumped = {t: v["rows"] for t, v in info["checksums"].items()}
+        assert {t["table"]: t["rows now"] for t in undone["tables"]} == dumped
+        assert all(t["equal"] for t in undone["tables"])
+        restored = undone["restored_tables"]
+        assert "public.knowledge_base" in restored
+        assert undone["rows_loaded"] == sum(info["row_counts"][t] for t in restored)
+        assert undone["lost_writes_counted"] == 0
+        again = undone["applied_again"]
+        assert again["same_outcome"] and again["entries"] == evidence["entries"]
+        assert evidence["entries"]["totals"], "the first update placed no entry"
+    finally:
+        drop(server, target)
+
+
+ROLLBACK_FAULTS = {
+    # the migration's helper schema is left behind: the schema proof must see it
+    "kb_private left": ("drop schema if exists kb_private cascade;", "", "schema differs from before the changes"),
+    # a table the migration does not touch is changed by the rollback: the data proof must see it
+    "workspaces changed": ("delete from kbmigrate.quarantine;",
+                           "delete from kbmigrate.quarantine;\nupdate public.workspaces set name = name || '.';",
+                           "public.workspaces"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(ROLLBACK_FAULTS))
+def test_a_rollback_that_does_not_bring_the_copy_back_is_a_no_go(server: Target, tmp_path, monkeypatch,
+                                                                 fault: str) -> None:
+    from kbmigrate.backup import restore
+    from kbmigrate.paths import read_sql
+
+    old, new, named = ROLLBACK_FAULTS[fault]
+    prepare = read_sql(restore.PREPARE)
+    assert old in prepare
+    planted = tmp_path / "rollback_prepare.sql"
+    planted.write_text(prepare.replace(old, new))
+    monkeypatch.setattr(restore, "PREPARE", str(planted))  # an absolute path: read_sql reads it as it is
+    target = new_demo(server, "kbt_rehearse_bad_undo")
+    run_id = f"rehearse-bad-undo-{os.getpid()}"
+    try:
+        with pytest.raises(RehearsalFailed, match="the rollback on the copy") as failed:
+            gated(target, run_id)
+        assert named in failed.value.message
+        evidence = json.loads((RUNS_DIR / run_id / rehearsal.FILE).read_text())
+        assert evidence["ok"] is False and evidence["rollback"]["failure"]
+        assert gates.read(run_id)["rehearsal"]["ok"] is False
+    finally:
+        drop(server, target)
 
 
 def test_a_stale_membership_view_is_replaced_not_trusted(server: Target) -> None:

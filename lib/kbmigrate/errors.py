@@ -79,6 +79,10 @@ class RehearsalFailed(KbError):
     """The rehearsal on the restored copy failed, so production is a NO-GO: {reason}. Nothing in production has changed; its evidence is {evidence}."""
 
 
+class CopyUnreadable(KbError):
+    """The rehearsal could not read the copy's schema: {reason}"""
+
+
 class RunLocked(KbError):
     """Another kbmigrate run holds {database}: pid {pid} ({application}), since {since}. Wait for it to finish, or end that session."""
 

@@ -90,19 +90,29 @@ def restore_list(pg_restore: Path, dump: Path, refs: list[dict[str, Any]],
     """The archive's table of contents without the foreign keys into tables outside the dump, and
     without creating the schemas a new database already has (public)."""
     toc = subprocess.run([str(pg_restore), "--list", str(dump)], capture_output=True, text=True, check=True).stdout
-    outside_fks = {(r["schema"], r["on_table"], r["name"]): r for r in refs if r["kind"] == "foreign key"}
     keep, skipped = [], []
     for line in toc.splitlines():
         m = re.match(r"^\d+;\s*\d+\s+\d+\s+SCHEMA\s+-\s+(\S+)\s", line)
         if m and m.group(1) in existing_schemas:
             continue
-        m = re.match(r"^\d+;\s*\d+\s+\d+\s+FK CONSTRAINT\s+(\S+)\s+(\S+)\s+(\S+)\s", line)
-        if m and (m.group(1), m.group(2), m.group(3)) in outside_fks:
-            ref = outside_fks[(m.group(1), m.group(2), m.group(3))]
-            skipped.append(f"{ref['schema']}.{ref['on_table']}.{ref['name']} -> {ref['refers_to']}")
+        outside = outside_foreign_key(line, refs)
+        if outside:
+            skipped.append(outside)
             continue
         keep.append(line)
     return "\n".join(keep) + "\n", skipped
+
+
+def outside_foreign_key(line: str, refs: list[dict[str, Any]]) -> str | None:
+    """The foreign key into a table outside the dump that a table of contents' ``line`` creates
+    ("schema.table.name -> what it refers to"), if it is one: the copy has no rows to check it by."""
+    m = re.match(r"^\d+;\s*\d+\s+\d+\s+FK CONSTRAINT\s+(\S+)\s+(\S+)\s+(\S+)\s", line)
+    if not m:
+        return None
+    for r in refs:
+        if r["kind"] == "foreign key" and (r["schema"], r["on_table"], r["name"]) == m.groups():
+            return f"{r['schema']}.{r['on_table']}.{r['name']} -> {r['refers_to']}"
+    return None
 
 
 RESTORE_JOBS = max(1, min(4, os.cpu_count() or 1))

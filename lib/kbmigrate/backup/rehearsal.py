@@ -8,16 +8,18 @@ seconds, and the locks its transaction held on the application's tables at COMMI
 long (read by the change's own statement from ``pg_locks``, ``sql/engine/change.sql``); and where
 the backfill put the entries: per workspace, shared, quarantined, listed for review; and the smoke
 tests' isolation matrix, acting as each user on the copy, with each user's access lost and gained.
+Then the copy is rolled back from the run's backup, proved as it was, and migrated again
+(``rollback_proof.py``).
 
-A change that fails on the copy, or a user who sees what they should not there, fails the rehearsal: production is then a NO-GO (the run stops
+A change that fails on the copy, a user who sees what they should not there, or a rollback that
+does not bring the copy back fails the rehearsal: production is then a NO-GO (the run stops
 in 01, before any change), and the evidence is kept. The copy is dropped whatever happens. Its
 failpoints are named apart (``rehearsal:<change>``): a crash test armed for production's change is
 not reached on the copy.
 
 The evidence goes to ``runs/<run_id>/rehearsal.json``; the run's gates hold its sha256.
 Where it runs: on the drill's local server (no load on production), given first what Supabase
-gives production and the drill only stood in for (``like_supabase``). Not yet rehearsed: the
-rollback.
+gives production and the drill only stood in for (``like_supabase``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from typing import Any
 
 from kbmigrate import db
-from kbmigrate.backup import drill
+from kbmigrate.backup import drill, rollback_proof
 from kbmigrate.checks import smoke
 from kbmigrate.digest import sha256_file
 from kbmigrate.engine import budget, failpoint, gates, steps, transaction
@@ -96,36 +98,50 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, An
     if not name:
         raise RehearsalFailed(reason="the restore drill kept no copy to rehearse on", evidence="none")
     local = drill.local_server()
+    copy = local.with_database(name)
+    backup_of = gates.backup_for(run_id)
     started = time.monotonic()
     changes: list[dict[str, Any]] = []
     failure: str | None = None
     entries: dict[str, Any] = {}
     access: dict[str, Any] = {}
+    undone: dict[str, Any] = {}
     try:
-        with db.connect(local.with_database(name), autocommit=True,
-                        application_name=f"kbmigrate rehearsal {run_id}"[:63]) as conn:
+        with db.connect(copy, autocommit=True, application_name=f"kbmigrate rehearsal {run_id}"[:63]) as conn:
             gates.record_rehearsal_copy(conn, run_id, name)
             like_supabase(conn)
-            with failpoint.named_apart("rehearsal"):
-                for step in REHEARSED:
-                    try:
-                        changes += [_change_row(step, o) for o in steps.apply_step(conn, step, params, run_id, progress=False)]
-                    except KbError as exc:
-                        failure = f"{step}: {exc.message}"
-                        break
+
+            at = [""]  # the step being rehearsed, for the failure's message
+
+            def update() -> list[dict[str, Any]]:
+                done: list[dict[str, Any]] = []
+                with failpoint.named_apart("rehearsal"):
+                    for at[0] in REHEARSED:
+                        done += [_change_row(at[0], o) for o in steps.apply_step(conn, at[0], params, run_id, progress=False)]
+                return done
+
+            try:
+                before = rollback_proof.schema_text(copy, conn, backup_of[1])
+                changes = update()
+            except KbError as exc:
+                failure = f"{at[0]}: {exc.message}" if at[0] else exc.message
             if failure is None:
                 entries = _where_entries_went(conn)
                 access = _access(conn, params)
                 if access["failed"]:
                     failure = (f"06_smoke_tests: isolation failed on the copy for {len(access['failed'])} of "
                                f"{access['users_probed']} users (leaked or missing entries, or a write let through)")
+            if failure is None:
+                undone = rollback_proof.prove(copy, conn, run_id, backup_of, params, before,
+                                              lambda: (update(), _where_entries_went(conn))[1], entries)
+                failure = undone["failure"] and f"the rollback on the copy: {undone['failure']}"
     finally:
         with db.connect(local.with_database("postgres"), autocommit=True) as conn:
             db.drop_database(conn, name)
     evidence = {"where": drilled["where"], "database": name, "ok": failure is None, "failure": failure,
                 "seconds": round(time.monotonic() - started, 2), "steps": [*REHEARSED, "06_smoke_tests"],
                 "parameters": params.as_dict(), "changes": changes, "entries": entries,
-                "access": access}
+                "access": access, "rollback": undone}
     path = RUNS_DIR / run_id / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(evidence, indent=2, default=str), encoding="utf-8")

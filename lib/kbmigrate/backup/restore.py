@@ -23,7 +23,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from kbmigrate.paths import REPO_ROOT, RUNS_DIR, from_evidence, read_sql
 from kbmigrate.engine import transaction
 
 KB_TABLES = ("knowledge_base", "knowledge_base_sections")
+PREPARE = "revert/rollback_prepare.sql"  # what the migration added, dropped before the restore script runs
 
 
 def run_folder(run_id: str) -> Path:
@@ -105,11 +106,11 @@ def app_writes(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> list[
     return out
 
 
-def restore_list(info: dict[str, Any], tables: list[str], views: list[str]) -> str:
+def restore_list(pg_restore: str, info: dict[str, Any], tables: list[str], views: list[str]) -> str:
     """The dump's table of contents, filtered to the given tables and everything that hangs on them."""
     dump = str(dump_path(info))
-    toc = subprocess.run([_tool(info, "pg_restore"), "--list", dump], capture_output=True, text=True, check=True).stdout
-    schema = subprocess.run([_tool(info, "pg_restore"), "--schema-only", "--file", "-", dump],
+    toc = subprocess.run([pg_restore, "--list", dump], capture_output=True, text=True, check=True).stdout
+    schema = subprocess.run([pg_restore, "--schema-only", "--file", "-", dump],
                             capture_output=True, text=True, check=True).stdout
     indexes = set()
     for table in tables:
@@ -208,84 +209,101 @@ def restore(target: Target, rollback_of: str, manifest: dict[str, Any], params: 
     except GateClosed as exc:
         raise RollbackRefused(reason=exc.message) from None
     in_dump = [t for t in KB_TABLES if f"public.{t}" in info["row_counts"]]
-    manifest = {**manifest, "backup": info}
     with db.connect(target, autocommit=True, application_name=f"kbmigrate rollback {rollback_id}"[:63]) as conn:
         here, of = gates.identity(conn), gates.Identity(**info["identity"])
         if here != of:
             raise RollbackRefused(reason=f"run {owner}'s backup is of {of.label()}, not {here.label()}")
         preconditions(conn, info, in_dump)
-        views = [r["v"] for r in db.rows(conn, """
-            select distinct c.relname as v from pg_depend d join pg_rewrite r on r.oid = d.objid
-            join pg_class c on c.oid = r.ev_class
-            where d.refobjid = any(array[to_regclass('public.knowledge_base'), to_regclass('public.knowledge_base_sections')])
-              and c.relname <> 'vw_workspace_sections' and c.oid <> d.refobjid""")]
-        listing = restore_list(info, in_dump, views)
-        expected_copies = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
-        settings = {**params.settings(rollback_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
-        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
-            fh.write(listing)
-        stderr_file = tempfile.TemporaryFile("w+", encoding="utf-8")  # a pipe could fill up and stall pg_restore
-        script = subprocess.Popen([_tool(info, "pg_restore"), "--clean", "--if-exists", "--use-list", fh.name,
-                                   "--file", "-", str(dump_path(info))],
-                                  stdout=subprocess.PIPE, stderr=stderr_file, text=True, encoding="utf-8")
-        copies = rows_loaded = 0
-        try:
-            with conn.transaction():
-                transaction.begin(conn, params, settings)  # no lock retries: the restore stream cannot be replayed
-                present = [t for t in KB_TABLES if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
-                conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
-                    sql.SQL(", ").join(sql.Identifier("public", t) for t in present)))
-                counted = app_writes(conn, manifest)  # under the locks: no write can come after this count
-                lost_rows = lost_writes(counted)
-                if lost_rows and not accept_loss:
-                    raise RollbackRefused(reason=f"the application wrote {lost_rows} rows to the KB tables after the "
-                                                 "backup (counted under the restore's locks); a rollback loses them. "
-                                                 "Export what must be kept, then run again with --accept-loss",
-                                          before_anything=True)
-                conn.execute(read_sql("revert/rollback_prepare.sql"))
-                assert script.stdout is not None
-                for kind, text, data in script_parts(iter(script.stdout.readline, "")):
-                    if kind == "sql":
-                        conn.execute(text)
-                        continue
-                    with conn.cursor().copy(text) as copy:
-                        for row in data:
-                            copy.write(row)
-                            rows_loaded += 1
-                    copies += 1
-                if script.wait() != 0:
-                    stderr_file.seek(0)
-                    raise RollbackRefused(reason="pg_restore could not write the restore script: "
-                                                 + (stderr_file.read().strip()[-200:] or "?"))
-                if copies != expected_copies:
-                    raise RollbackRefused(reason=f"the restore script held {copies} tables' data, expected {expected_copies}")
-                names = [f"public.{t}" for t in in_dump]
-                restored = backup.table_checksums(conn, ["public"], only=names)
-                wrong = [t for t in names if restored.get(t) != info["checksums"].get(t)]
-                if wrong:
-                    raise RollbackRefused(reason=f"after the restore {', '.join(wrong)} do not match the backup's checksums")
-                detail = {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
-                          "toc_entries": listing.count("\n"), "rows_loaded": rows_loaded,
-                          "lost_rows_accepted": lost_rows, "writes_counted_under_lock": counted,
-                          # compared inside the transaction, before COMMIT: no write of the application can be in them
-                          "equal_to_the_backup_before_commit": [t for t in names if restored.get(t) == info["checksums"].get(t)],
-                          "backup_taken_by": owner}
-                if ledger.exists(conn):
-                    ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {rollback_of}",
-                                  sql_sha256=sha256_file(REPO_ROOT / "sql/revert/rollback_prepare.sql"),
-                                  rows_affected=rows_loaded, outcome="applied", detail=detail)
-        except RollbackRefused as exc:
-            if exc.details.get("before_anything"):  # refused under the locks, before the first change: nothing was undone
-                raise RollbackRefused(reason=exc.details["reason"]) from None
-            raise RollbackUndone(reason=target.redact(exc.details["reason"])) from None
-        except psycopg.Error as exc:
-            raise RollbackUndone(reason=target.redact(transaction.error_text(exc) + _diag_detail(exc))) from None
-        finally:
-            if script.poll() is None:
-                script.kill()
-            script.wait()
-            stderr_file.close()
-            os.unlink(fh.name)
+        return restore_in(conn, rollback_of, (owner, info), manifest, params, rollback_id, pg_restore=_tool(info, "pg_restore"),
+                          accept_loss=accept_loss, redact=target.redact)
+
+
+def restore_in(conn: psycopg.Connection[Any], rollback_of: str, backup_of: tuple[str, dict[str, Any]], manifest: dict[str, Any],
+               params: RunParams, rollback_id: str, *, pg_restore: str, accept_loss: bool = False,
+               options: tuple[str, ...] = (), leave_out: Callable[[str], bool] = lambda line: False,
+               redact: Callable[[str], str] = str) -> dict[str, Any]:
+    """The restore's one transaction on ``conn`` (checked already: which database, the client, the
+    privileges). ``backup_of``: the run whose backup it is, and the backup (``gates.backup_for``).
+    ``pg_restore`` writes the script, with ``options`` and without the table of
+    contents' lines ``leave_out`` names: the rehearsal's rollback on the copy
+    (``backup/rollback_proof.py``) restores as the drill did, without owners, privileges and the
+    foreign keys into the platform's tables."""
+    owner, info = backup_of
+    in_dump = [t for t in KB_TABLES if f"public.{t}" in info["row_counts"]]
+    manifest = {**manifest, "backup": info}
+    views = [r["v"] for r in db.rows(conn, """
+        select distinct c.relname as v from pg_depend d join pg_rewrite r on r.oid = d.objid
+        join pg_class c on c.oid = r.ev_class
+        where d.refobjid = any(array[to_regclass('public.knowledge_base'), to_regclass('public.knowledge_base_sections')])
+          and c.relname <> 'vw_workspace_sections' and c.oid <> d.refobjid""")]
+    listing = "".join(f"{line}\n" for line in restore_list(pg_restore, info, in_dump, views).splitlines()
+                      if not leave_out(line))
+    expected_copies = sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
+    settings = {**params.settings(rollback_id), "kbmigrate.sections_in_dump": str("knowledge_base_sections" in in_dump).lower()}
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as fh:
+        fh.write(listing)
+    stderr_file = tempfile.TemporaryFile("w+", encoding="utf-8")  # a pipe could fill up and stall pg_restore
+    script = subprocess.Popen([pg_restore, "--clean", "--if-exists", *options, "--use-list", fh.name,
+                               "--file", "-", str(dump_path(info))],
+                              stdout=subprocess.PIPE, stderr=stderr_file, text=True, encoding="utf-8")
+    copies = rows_loaded = 0
+    try:
+        with conn.transaction():
+            transaction.begin(conn, params, settings)  # no lock retries: the restore stream cannot be replayed
+            present = [t for t in KB_TABLES if db.scalar(conn, "select to_regclass(%s) is not null", (f"public.{t}",))]
+            conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
+                sql.SQL(", ").join(sql.Identifier("public", t) for t in present)))
+            counted = app_writes(conn, manifest)  # under the locks: no write can come after this count
+            lost_rows = lost_writes(counted)
+            if lost_rows and not accept_loss:
+                raise RollbackRefused(reason=f"the application wrote {lost_rows} rows to the KB tables after the "
+                                             "backup (counted under the restore's locks); a rollback loses them. "
+                                             "Export what must be kept, then run again with --accept-loss",
+                                      before_anything=True)
+            conn.execute(read_sql(PREPARE))
+            assert script.stdout is not None
+            for kind, text, data in script_parts(iter(script.stdout.readline, "")):
+                if kind == "sql":
+                    conn.execute(text)
+                    continue
+                with conn.cursor().copy(text) as copy:
+                    for row in data:
+                        copy.write(row)
+                        rows_loaded += 1
+                copies += 1
+            if script.wait() != 0:
+                stderr_file.seek(0)
+                raise RollbackRefused(reason="pg_restore could not write the restore script: "
+                                             + (stderr_file.read().strip()[-200:] or "?"))
+            if copies != expected_copies:
+                raise RollbackRefused(reason=f"the restore script held {copies} tables' data, expected {expected_copies}")
+            names = [f"public.{t}" for t in in_dump]
+            restored = backup.table_checksums(conn, ["public"], only=names)
+            wrong = [t for t in names if restored.get(t) != info["checksums"].get(t)]
+            if wrong:
+                raise RollbackRefused(reason=f"after the restore {', '.join(wrong)} do not match the backup's checksums")
+            detail = {"restored_tables": [f"public.{t}" for t in in_dump], "dependent_views": views,
+                      "toc_entries": listing.count("\n"), "rows_loaded": rows_loaded,
+                      "lost_rows_accepted": lost_rows, "writes_counted_under_lock": counted,
+                      # compared inside the transaction, before COMMIT: no write of the application can be in them
+                      "equal_to_the_backup_before_commit": [t for t in names if restored.get(t) == info["checksums"].get(t)],
+                      "backup_taken_by": owner}
+            if ledger.exists(conn):
+                ledger.record(conn, run_id=rollback_id, step="07_rollback", change=f"rollback of {rollback_of}",
+                              sql_sha256=sha256_file(REPO_ROOT / "sql" / PREPARE),
+                              rows_affected=rows_loaded, outcome="applied", detail=detail)
+    except RollbackRefused as exc:
+        if exc.details.get("before_anything"):  # refused under the locks, before the first change: nothing was undone
+            raise RollbackRefused(reason=exc.details["reason"]) from None
+        raise RollbackUndone(reason=redact(exc.details["reason"])) from None
+    except psycopg.Error as exc:
+        raise RollbackUndone(reason=redact(transaction.error_text(exc) + _diag_detail(exc))) from None
+    finally:
+        if script.poll() is None:
+            script.kill()
+        script.wait()
+        stderr_file.close()
+        os.unlink(fh.name)
     return detail
 
 
@@ -300,7 +318,7 @@ _SERVER_STAMP = re.compile(r"(?:, )?\bpg_attver=\d+")
 _EMPTY_OPTIONS = re.compile(r"^ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(\s*\);$")
 
 
-def _normalise(schema_sql: str) -> list[str]:
+def normalise(schema_sql: str) -> list[str]:
     """A schema dump without what differs between two equal schemas: pg_dump's header lines and
     psql's restrict keys, and the server's own per-column stamps."""
     out = []
@@ -315,7 +333,7 @@ def _normalise(schema_sql: str) -> list[str]:
     return [ln for i, ln in enumerate(out) if ln.strip() or (i and out[i - 1].strip())]
 
 
-def _compared_schemas(info: dict[str, Any]) -> list[str]:
+def compared_schemas(info: dict[str, Any]) -> list[str]:
     """The schemas the proof compares: the backup's, without the tool's ledger, plus kb_private
     (the migration's, which must be gone again when the backup predates it)."""
     return sorted({*backup.data_schemas(info["scope"]["schemas"]), "kb_private"})
@@ -330,7 +348,7 @@ def _schema_text(info: dict[str, Any], archive: Path, schemas: list[str]) -> str
 def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
     """Unified diff between the schema at backup time and now, over the backup's schemas (the
     ledger aside). Both sides go through the same pg_restore, so they are written alike."""
-    schemas = _compared_schemas(info)
+    schemas = compared_schemas(info)
     env = {**os.environ, **libpq_env(target)}
     with db.connect(target) as conn:
         env["PGDATABASE"] = conn.info.dbname
@@ -349,12 +367,12 @@ def schema_diff(target: Target, info: dict[str, Any]) -> list[str]:
             raise RollbackRefused(reason=f"pg_dump --schema-only failed: {target.redact(now.stderr.strip())[:200]}")
         after = _schema_text(info, archive, schemas)
     before = _schema_text(info, dump_path(info), schemas)
-    return list(difflib.unified_diff(_normalise(before), _normalise(after), "at backup", "now", lineterm="", n=1))
+    return list(difflib.unified_diff(normalise(before), normalise(after), "at backup", "now", lineterm="", n=1))
 
 
 def data_diff(conn: psycopg.Connection[Any], info: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.transaction(force_rollback=True):
-        now = backup.table_checksums(conn, _compared_schemas(info))
+        now = backup.table_checksums(conn, compared_schemas(info))
     rows = []
     for table in sorted(set(now) | set(info["checksums"])):
         b, n = info["checksums"].get(table), now.get(table)

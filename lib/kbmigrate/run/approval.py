@@ -105,6 +105,11 @@ def show(run_id: str) -> str:
         lines.append(f"isolation: {access['passed']} of {access['users_probed']} users probed see what they should; "
                      f"access lost: {access['users_losing']} users, {access['entries_lost']} entries they created"
                      + (f"; gained: {gained.get('users')} users, {gained.get('entries')} legacy entries" if gained else ""))
+    undone = evidence.get("rollback") or {}
+    if undone:
+        lines.append(f"rollback on the copy: {undone['rows_loaded']} rows restored in {undone['rollback_seconds']} s, "
+                     f"schema as before the changes, {sum(t['equal'] for t in undone['tables'])} of "
+                     f"{len(undone['tables'])} tables equal to the backup, migrated again to the same outcome")
     lines.append(f"evidence {rehearsed['path']}")
     lines.append(f"sha256   {rehearsed['sha256']}")
     return "\n".join(lines)
