@@ -283,11 +283,15 @@ def test_a_database_that_differs_from_the_demo(server: Target) -> None:
             conn.execute("""insert into knowledge_base_sections (workspace_id, name, description, display_order)
                             select id, v.name, 'kept', v.o from workspaces, (values ('ICP', 1), ('Custom notes', 20)) v(name, o)
                             where is_active""")
+        from test_rollback import schema_dump
+
         before = snapshot(target)
+        before_schema, before_data = schema_dump(target), checksums(target)
         before_members = [{"user_id": m["user_id"], "workspace_id": m["workspace_id"], "joined_at": m["created_at"]}
                           for m in fetch_all(target, "select * from workspace_accounts")]
         params = RunParams(membership_table="public.workspace_accounts", membership_joined_column="created_at")
-        manifest = runner.run(target, params, run_id=f"t-{uuid.uuid4().hex[:8]}", **QUIET)
+        run_id = f"t-{uuid.uuid4().hex[:8]}"
+        manifest = runner.run(target, params, run_id=run_id, **QUIET)
         assert manifest["status"] == "succeeded"
         after = snapshot(target)
         kept = {(s["id"], s["name"], s["description"]) for s in before["sections"]}
@@ -304,6 +308,11 @@ def test_a_database_that_differs_from_the_demo(server: Target) -> None:
         assert all(got[i]["is_shared"] for i in classes["shared"])
         assert all(got[i]["workspace_id"] == first[got[i]["created_by"]] for i in classes["backfill_from_creator"])
         assert not classes["assigned"]
+        # its rollback: both KB tables restored, the sections table with its own sections only (the
+        # migration's key from the entries to their sections must not stop it)
+        done = run_cli("rollback", "--dsn", target.conninfo, "--run", run_id, "--confirm", run_id, "--no-progress")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        assert schema_dump(target) == before_schema and checksums(target) == before_data
     finally:
         drop(server, target)
 

@@ -3,6 +3,10 @@
 -- The ledger (kbmigrate.ledger) is kept: it is the record of the migration and of this rollback.
 -- Settings: kbmigrate.sections_in_dump ('true'/'false'), and the membership names as for the run.
 drop view if exists public.vw_workspace_sections;
+-- The migration's key from an entry to its section: when the sections table is in the backup too,
+-- pg_restore --clean drops it before the entries, and this key (not in the backup) would stop it.
+-- Found by the rehearsal's rollback on a copy of a database whose sections table predates the run.
+alter table if exists public.knowledge_base drop constraint if exists knowledge_base_section_in_workspace_fkey;
 drop schema if exists kb_private cascade;        -- the membership helper, and the policies using it
 drop view if exists kbmigrate.membership;
 drop function if exists kbmigrate.legacy_content(jsonb, text[], text[]);

@@ -100,7 +100,7 @@ def prove(copy: Target, conn: psycopg.Connection[Any], run_id: str, backup_of: t
                                     f"{run_id}-rehearsal-rollback", pg_restore=_client(conn, "pg_restore"),
                                     options=WITHOUT, leave_out=lambda line: drill.outside_foreign_key(line, refs) is not None)
     except KbError as exc:
-        return {**out, "failure": f"the rollback failed on the copy: {exc.message}",
+        return {**out, "failure": f"the rollback failed on the copy: {exc.message.rstrip('.')}",
                 "seconds": round(time.monotonic() - started, 2)}
     out.update(rows_loaded=detail["rows_loaded"], restored_tables=detail["restored_tables"],
                lost_writes_counted=restore.lost_writes(detail["writes_counted_under_lock"]))

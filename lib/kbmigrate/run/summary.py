@@ -34,7 +34,10 @@ def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
                 by_change[r["change"]] = by_change.get(r["change"], 0) + int(r["rows_affected"])
         out.update({f"rows: {change}": n for change, n in by_change.items()})
     there = db.rows(conn, """select to_regclass('kbmigrate.quarantine') is not null
-                                    and to_regclass('public.knowledge_base_sections') is not null as migrated,
+                                    and to_regclass('public.knowledge_base_sections') is not null
+                                    and (select count(*) = 2 from pg_attribute  -- a rollback takes them away again
+                                         where attrelid = to_regclass('public.knowledge_base')
+                                           and attname in ('workspace_id', 'is_shared') and not attisdropped) as migrated,
                                 coalesce((select relrowsecurity from pg_class
                                           where oid = to_regclass('public.knowledge_base')), false)
                                     and to_regclass('kbmigrate.membership') is not null as isolated,
