@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from psycopg import sql
 
 from kbmigrate import db
 from kbmigrate.backup import drill, rehearsal
@@ -111,6 +112,51 @@ def test_a_rollback_that_does_not_bring_the_copy_back_is_a_no_go(server: Target,
         assert evidence["ok"] is False and evidence["rollback"]["failure"]
         assert gates.read(run_id)["rehearsal"]["ok"] is False
     finally:
+        drop(server, target)
+
+
+def test_asked_to_the_drill_and_the_rehearsal_run_on_the_targets_own_server(server: Target) -> None:
+    """``rehearse_on=target``: the copy is a scratch database on the target's server (as Supabase's
+    ``postgres``: CREATEDB, no superuser), proved by the server's system identifier the copy's
+    gate recorded; the rehearsal and its rollback pass there, and nothing is left behind."""
+    target = new_demo(server, "kbt_rehearse_there")
+    run_id = f"rehearse-there-{os.getpid()}"
+    try:
+        gated(target, run_id, RunParams(rehearse_on="target"))
+        evidence = json.loads((RUNS_DIR / run_id / rehearsal.FILE).read_text())
+        assert evidence["ok"] and evidence["where"].startswith("target:"), evidence["where"]
+        assert evidence["rollback"]["failure"] is None and evidence["access"]["failed"] == []
+        copy = gates.read(run_id)["rehearsal_copy"]["identity"]
+        with db.connect(target) as conn:
+            here = db.scalar(conn, "select system_identifier::text from pg_control_system()")
+            left = db.scalar(conn, "select count(*) from pg_database where datname = any(%s)",
+                             ([drill.scratch_name(p, run_id) for p in ("kbmigrate_drill_", gates.REHEARSAL_PREFIX)],))
+        assert copy["system_identifier"] == here and copy["database"].startswith(gates.REHEARSAL_PREFIX)
+        assert (copy["host"], copy["port"]) == (target.params["host"], target.params["port"])
+        assert left == 0, "a scratch database was left on the target's server"
+    finally:
+        drop(server, target)
+
+
+def test_preflight_refuses_a_rehearsal_on_the_target_without_createdb(server: Target) -> None:
+    from kbmigrate.checks import preflight
+
+    target = new_demo(server, "kbt_rehearse_nocreatedb")
+    role = f"kbt_no_createdb_{os.getpid()}"
+    try:
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute(sql.SQL("create role {} nologin nocreatedb").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("grant {} to current_user").format(sql.Identifier(role)))
+            rows = {r["check"]: r for r in preflight.checks(conn, target, RunParams(rehearse_on="target"))}
+            assert rows["rehearsal on the target's server"]["status"] == "GO", rows["rehearsal on the target's server"]
+            assert "restore drill server" not in rows  # the embedded server is not needed then
+            conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))  # what preflight reads, as that role
+            ok, detail = preflight.on_target(db.rows(conn, preflight.REHEARSAL_FACTS)[0])
+            assert not ok and "no CREATEDB privilege" in detail, detail
+            conn.execute("reset role")
+    finally:
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
         drop(server, target)
 
 

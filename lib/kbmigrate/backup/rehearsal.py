@@ -18,8 +18,9 @@ failpoints are named apart (``rehearsal:<change>``): a crash test armed for prod
 not reached on the copy.
 
 The evidence goes to ``runs/<run_id>/rehearsal.json``; the run's gates hold its sha256.
-Where it runs: on the drill's local server (no load on production), given first what Supabase
-gives production and the drill only stood in for (``like_supabase``).
+Where it runs: where the drill kept the copy, the local server by default (no load on production),
+or the target's own server with ``rehearse_on=target`` (production's version and hardware); given
+first what Supabase gives production and the drill only stood in for (``like_supabase``).
 """
 
 from __future__ import annotations
@@ -91,14 +92,17 @@ def like_supabase(conn: Any) -> None:
     transaction.run_file(conn, "compat/supabase.sql")
 
 
-def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, Any]:
-    """Rehearse steps 02-05 on the copy the drill kept (``drilled``: its result); returns the
-    evidence (also written to the run folder). Raises RehearsalFailed when a change fails there."""
+def run(drilled: dict[str, Any], run_id: str, params: RunParams, on: drill.Where | None = None) -> dict[str, Any]:
+    """Rehearse steps 02-05 on the copy the drill kept (``drilled``: its result) ``on`` the server
+    it kept it on (``drill.where``: the local one by default); returns the evidence (also written
+    to the run folder). Raises RehearsalFailed when a change fails there."""
     name = drilled.get("kept_for_rehearsal_as")
     if not name:
         raise RehearsalFailed(reason="the restore drill kept no copy to rehearse on", evidence="none")
-    local = drill.local_server()
-    copy = local.with_database(name)
+    on = on or drill.where("local", None)
+    if on.on_target != bool(drilled.get("on_target")):
+        raise RehearsalFailed(reason="the copy is not on the server the rehearsal was asked to run on", evidence="none")
+    copy = on.server.with_database(name)
     backup_of = gates.backup_for(run_id)
     started = time.monotonic()
     changes: list[dict[str, Any]] = []
@@ -136,7 +140,7 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams) -> dict[str, An
                                               lambda: (update(), _where_entries_went(conn))[1], entries)
                 failure = undone["failure"] and f"the rollback on the copy: {undone['failure']}"
     finally:
-        with db.connect(local.with_database("postgres"), autocommit=True) as conn:
+        with db.connect(on.server, autocommit=True) as conn:
             db.drop_database(conn, name)
     evidence = {"where": drilled["where"], "database": name, "ok": failure is None, "failure": failure,
                 "seconds": round(time.monotonic() - started, 2), "steps": [*REHEARSED, "06_smoke_tests"],

@@ -82,6 +82,7 @@ def _facts(conn: psycopg.Connection[Any], params: RunParams) -> dict[str, list[d
                has_database_privilege(current_database(), 'create') as can_create_schema,
                coalesce((select bool_and(pg_has_role(current_user, r.oid, 'member')) from pg_roles r
                          where r.rolname in ('anon', 'authenticated', 'service_role')), false) as acts_as_api_roles""", None),
+        "rehearsal": (REHEARSAL_FACTS, None),
     }
     return dict(zip(queries, db.batch(conn, list(queries.values()))))
 
@@ -156,6 +157,32 @@ def drill_server() -> tuple[bool, str]:
             return True, f"PostgreSQL {db.server_version(conn)} on 127.0.0.1:{conn.info.port} (the embedded server)"
     except Exception as exc:  # noqa: BLE001 - any reason it cannot start is a NO-GO, named
         return False, f"the local server for the restore drill does not start: {str(exc).splitlines()[0][:300]}"
+
+
+REHEARSAL_CONNECTIONS = 6  # the drill's pg_restore: up to 4 jobs and its leader; then the rehearsal's session and its pg_dump
+
+
+REHEARSAL_FACTS = """select r.rolsuper as superuser, r.rolcreatedb as createdb, pg_database_size(current_database()) as size,
+       current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+         - (select count(*) from pg_stat_activity where backend_type = 'client backend') as free_connections
+from pg_roles r where r.rolname = current_user"""
+
+
+def on_target(facts: dict[str, Any]) -> tuple[bool, str]:
+    """With ``rehearse_on=target`` (``facts``: a row of REHEARSAL_FACTS): may the user create (and
+    drop) the scratch databases there, and is there room for their connections? The copy needs
+    about the database's size on the target's disk, which SQL cannot see on Supabase: the detail
+    says how much, for the operator to check."""
+    may = bool(facts["superuser"] or facts["createdb"])
+    free, size = int(facts["free_connections"]), int(facts["size"])
+    need = f"the copy needs about {size / 2**20:,.0f} MiB of the target's disk while it exists (SQL cannot see the " \
+           "free disk of a Supabase project: see its dashboard)"
+    if not may:
+        return False, "the current user has no CREATEDB privilege: rehearse locally (rehearse_on=local) or " \
+                      "grant it (Supabase's postgres has it)"
+    if free < REHEARSAL_CONNECTIONS:
+        return False, f"{free} connections left of max_connections, the rehearsal needs {REHEARSAL_CONNECTIONS}"
+    return True, f"CREATEDB, {free} connections free; {need}"
 
 
 def verdict(conn: psycopg.Connection[Any], target: Target, params: RunParams, run_id: str, **options: Any) -> list[dict[str, str]]:
@@ -292,7 +319,10 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
                      "; ".join(covered.problems) or f"dumps {', '.join(covered.schemas)}"
                      + (f"; leaves out {left}" if left else "")))
 
-    rows.append(_row("restore drill server", *drill_server()))
+    if params.rehearse_on == "target":
+        rows.append(_row("rehearsal on the target's server", *on_target(facts["rehearsal"][0])))
+    else:
+        rows.append(_row("restore drill server", *drill_server()))
 
     size = int(server["size"])
     backup_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ def gated(target: Target, run_id: str, params: RunParams | None = None, *, backu
                                                          if r["status"] == "NO-GO"))
     if not backup_of:
         info = dump.dump(target, run_id, params)
-        rehearsal.run(drill.run(info, run_id, keep_for_rehearsal=True), run_id, params)
+        on = drill.where(params.rehearse_on, target)
+        rehearsal.run(drill.run(info, run_id, keep_for_rehearsal=True, on=on), run_id, params, on)
     if gates.rehearsal_of(run_id)[1]:  # a linked backup that was never rehearsed stays unapproved: the engine says so
         gates.approve(run_id, by=AUTOMATION, how="auto (development tooling)")
     return gates.backup_for(run_id)[1]

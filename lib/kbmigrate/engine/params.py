@@ -44,6 +44,7 @@ class RunParams:
     accept_changed_sql: bool = False       # go on although a deploy file changed after it was applied
     lock_budget_margin: float = 5.0        # a change may hold its locks this many times its rehearsed time ...
     lock_budget_floor: str = "2s"          # ... or this long, whichever is more (engine/budget.py)
+    rehearse_on: str = "local"             # where 01's drill and rehearsal run: local, or target (its own server)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "RunParams":
@@ -71,6 +72,9 @@ class RunParams:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 1 <= margin <= 1000:
             raise BadParameter(name="lock_budget_margin", reason=f"{margin!r} is not a number from 1 to 1000 "
                                                                  "(times the rehearsed lock time)")
+        if self.rehearse_on not in ("local", "target"):
+            raise BadParameter(name="rehearse_on", reason=f"{self.rehearse_on!r} is not local (the embedded server) "
+                                                          "or target (a scratch database on the target's server)")
         if not isinstance(self.lock_retries, int) or isinstance(self.lock_retries, bool) or not 0 <= self.lock_retries <= 100:
             raise BadParameter(name="lock_retries", reason=f"{self.lock_retries!r} is not a whole number from 0 to 100")
         self.sections()
