@@ -144,6 +144,10 @@ def test_the_report_reads_whole_in_a_browser(run_with_report: Any) -> None:
         assert table.is_displayed() and len(rows) == len(_changes_of_the_plan()), len(rows)
         assert any("kb_columns" in r.text and "AccessExclusiveLock" in r.text for r in rows)
         assert table.screenshot(str(shots / "side_by_side.png"))
+        undone = browser.find_element(By.ID, "rehearsal-rollback").text  # the copy rolled back, and proved
+        assert "rolled the copy back" in undone and "as before the changes" in undone, undone
+        tables = json.loads((RUNS_DIR / run_id / "rehearsal.json").read_text())["rollback"]["tables"]
+        assert f"{len(tables)} of {len(tables)} tables equal to the backup" in undone, undone
         width = browser.execute_script("return document.documentElement.clientWidth")
         smoke = browser.find_element(By.ID, "step-06_smoke_tests")
         headers = [th for th in smoke.find_elements(By.XPATH, "following::th")

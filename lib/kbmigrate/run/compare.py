@@ -44,14 +44,21 @@ def per_change(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any
     return list(out.values())
 
 
-def rehearsed_changes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The rehearsal's per-change rows for a run's record: its own, or the one its approval names."""
+def rehearsal(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The rehearsal evidence for a run's record: its own, or the one its approval names."""
     own = record.get("rehearsal") or {}
     of = (record.get("approval") or {}).get("rehearsal_of")
     path = from_evidence(own["path"]) if own.get("path") else (RUNS_DIR / of / "rehearsal.json" if of else None)
     if path is None or not path.is_file():
         return None
-    return list(json.loads(path.read_text(encoding="utf-8")).get("changes") or [])
+    found: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def rehearsed_changes(record: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The rehearsal's per-change rows for a run's record."""
+    evidence = rehearsal(record)
+    return None if evidence is None else list(evidence.get("changes") or [])
 
 
 def _differs(a: dict[str, Any] | None, b: dict[str, Any] | None, names: tuple[str, str]) -> str:

@@ -132,7 +132,22 @@ def _side_by_side(record: dict[str, Any]) -> str:
     return (f'<h2 id="side-by-side">Rehearsal and production, side by side</h2><p>Where the two differ, a cell shows '
             f"the rehearsal on the restored copy (R) above production (P); one value is both's. "
             f"{differing} of {len(rows)} changes differ.</p>"
-            f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{body}</table>")
+            f"<table><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{body}</table>"
+            + _rehearsed_rollback((compare.rehearsal(record) or {}).get("rollback") or {}))
+
+
+def _rehearsed_rollback(undone: dict[str, Any]) -> str:
+    """What the rehearsal's rollback of the copy proved (``backup/rollback_proof.py``)."""
+    if not undone or undone.get("failure"):
+        return ""
+    tables = undone.get("tables") or []
+    again = undone.get("applied_again") or {}
+    return (f'<p id="rehearsal-rollback">The rehearsal then rolled the copy back from this run\'s backup, as a '
+            f"rollback of production would: {undone.get('rows_loaded')} rows restored in "
+            f"{undone.get('rollback_seconds')} s; its schema ({html.escape(', '.join(undone.get('schemas_compared') or []))}) "
+            f"as before the changes, {sum(1 for t in tables if t.get('equal'))} of {len(tables)} tables equal to the "
+            f"backup, {undone.get('lost_writes_counted')} writes counted as lost"
+            + ("; migrated again, to the same outcome" if again.get("same_outcome") else "") + ".</p>")
 
 
 def summary_html(record: dict[str, Any]) -> str:
