@@ -58,6 +58,7 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
 
     rehearsal = on_disk["rehearsal"]  # the ratio is of its parts; within budget: none over, the largest share under 1
     assert rehearsal["changes_compared"] >= 10 and rehearsal["over_budget"] == [] and 0 < rehearsal["max_budget_used"] <= 1
+    assert rehearsal["rollback_seconds"] > 0 and rehearsal["applied_again_seconds"] > 0  # the copy rolled back, then migrated again
     assert abs(rehearsal["predicted_over_actual"] - rehearsal["predicted_seconds"] / rehearsal["actual_seconds"]) < 0.01
     assert on_disk["scale"]["sizes"] == ["small", "small"] and "time_ratio_1m_over_100k" not in on_disk["scale"]
     assert on_disk["rls"]["secdef_list_ms"] > 0 and on_disk["rls"]["correlated_list_ms"] > 0

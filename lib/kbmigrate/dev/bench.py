@@ -472,7 +472,10 @@ def rehearsal_figures(target: Target, manifest: dict[str, Any]) -> dict[str, Any
     both = sorted(set(basis) & set(held))
     budgets = {c: b.seconds for c in both if (b := budget.for_change(run_id, c, RunParams())) is not None}
     used = {c: held[c] / budgets[c] for c in budgets}
-    return {"seconds": evidence["seconds"], "changes_compared": len(both),
+    undone = evidence.get("rollback") or {}
+    return {"seconds": evidence["seconds"], "rollback_seconds": undone.get("rollback_seconds"),
+            "applied_again_seconds": round(undone["seconds"] - undone["rollback_seconds"], 2) if undone else None,
+            "changes_compared": len(both),
             "predicted_seconds": round(sum(basis[c] for c in both), 3),
             "actual_seconds": round(sum(held[c] for c in both), 3),
             "predicted_over_actual": round(sum(basis[c] for c in both) / max(sum(held[c] for c in both), 1e-6), 2),
@@ -497,7 +500,8 @@ FIGURES = ["traffic.p95_over_idle_spread", "traffic.max_wait_seconds_spread", "t
            "rls.correlated_over_policy", "rls.secdef_over_policy_page", "rls.correlated_over_policy_page",
            "scale.time_over_rows", "backfill.rows_per_second", "backup.seconds", "backup.mb_per_second",
            "restore_drill.seconds", "remote.app_max_wait_ms", "remote.round_trips_by",
-           "runner.peak_rss_mb", "rehearsal.seconds", "rehearsal.predicted_over_actual", "rehearsal.over_budget"]
+           "runner.peak_rss_mb", "rehearsal.seconds", "rehearsal.rollback_seconds", "rehearsal.applied_again_seconds",
+           "rehearsal.predicted_over_actual", "rehearsal.over_budget"]
 
 
 def met(results: dict[str, Any], key: str, limit: float) -> bool | None:
