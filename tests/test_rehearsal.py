@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from psycopg import sql
@@ -76,6 +77,47 @@ def test_the_copy_is_rolled_back_proved_identical_and_migrated_again(server: Tar
         again = undone["applied_again"]
         assert again["same_outcome"] and again["entries"] == evidence["entries"]
         assert evidence["entries"]["totals"], "the first update placed no entry"
+    finally:
+        drop(server, target)
+
+
+def test_the_copys_rollback_waits_out_autovacuum(server: Target, monkeypatch) -> None:
+    """After the rehearsal's changes autovacuum works on the copy's KB table, holding SHARE UPDATE
+    EXCLUSIVE, and yields to a lock request only after deadlock_timeout (1 s), as long as the
+    run's lock_timeout: a bench run at 1M rows lost its rehearsal to that race. Planted here: a
+    session holding that lock for 2 s when the rollback starts; the rollback waits and passes."""
+    import threading
+
+    import psycopg
+
+    from kbmigrate.backup import restore, rollback_proof
+
+    original, held = restore.restore_in, []
+
+    def blocked_first(conn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not held:
+            ready = threading.Event()
+
+            def hold() -> None:
+                with psycopg.connect(drill.local_server().with_database(conn.info.dbname).conninfo) as other:
+                    other.execute("lock table public.knowledge_base in share update exclusive mode")
+                    held.append(db.scalar(other, "select pg_backend_pid()"))
+                    ready.set()
+                    time.sleep(2)
+
+            threading.Thread(target=hold, daemon=True).start()
+            assert ready.wait(10)
+        return original(conn, *args, **kwargs)
+
+    monkeypatch.setattr(restore, "restore_in", blocked_first)
+    target = new_demo(server, "kbt_rehearse_vacuum")
+    run_id = f"rehearse-vacuum-{os.getpid()}"
+    try:
+        gated(target, run_id)  # lock_timeout 1s, as by default
+        undone = json.loads((RUNS_DIR / run_id / rehearsal.FILE).read_text())["rollback"]
+        assert held and undone["failure"] is None and undone["attempts"] == 1, undone
+        assert undone["rollback_seconds"] >= 1.5  # it did wait for the lock
+        assert rollback_proof.COPY_LOCK_WAIT == "5s"
     finally:
         drop(server, target)
 

@@ -297,7 +297,8 @@ def restore_in(conn: psycopg.Connection[Any], rollback_of: str, backup_of: tuple
             raise RollbackRefused(reason=exc.details["reason"]) from None
         raise RollbackUndone(reason=redact(exc.details["reason"])) from None
     except psycopg.Error as exc:
-        raise RollbackUndone(reason=redact(transaction.error_text(exc) + _diag_detail(exc))) from None
+        raise RollbackUndone(reason=redact(transaction.error_text(exc) + _diag_detail(exc)),
+                             locked=isinstance(exc, psycopg.errors.LockNotAvailable)) from None
     finally:
         if script.poll() is None:
             script.kill()

@@ -31,6 +31,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import CopyUnreadable, KbError
 
 WITHOUT = ("--no-owner", "--no-privileges")  # as the drill restored the copy
+COPY_LOCK_WAIT, COPY_ATTEMPTS = "5s", 3  # the rollback's lock wait on the copy, and its tries
 SCHEMA_SECONDS = 600
 
 
@@ -95,13 +97,22 @@ def prove(copy: Target, conn: psycopg.Connection[Any], run_id: str, backup_of: t
                                   "tables, as the drill restored the copy",
                            "schemas_compared": restore.compared_schemas(info)}
     refs = info.get("outside_references", [])
-    try:
-        detail = restore.restore_in(conn, run_id, backup_of, {"parameters": params.as_dict()}, params,
-                                    f"{run_id}-rehearsal-rollback", pg_restore=_client(conn, "pg_restore"),
-                                    options=WITHOUT, leave_out=lambda line: drill.outside_foreign_key(line, refs) is not None)
-    except KbError as exc:
-        return {**out, "failure": f"the rollback failed on the copy: {exc.message.rstrip('.')}",
-                "seconds": round(time.monotonic() - started, 2)}
+    # Nobody works on the copy but autovacuum, which the changes' rows wake: it yields to a lock
+    # request only after deadlock_timeout (1 s by default), as long as the run's lock_timeout.
+    waits = replace(params, lock_timeout=COPY_LOCK_WAIT) if params.seconds("lock_timeout") < 5 else params
+    for attempt in range(1, COPY_ATTEMPTS + 1):
+        try:
+            detail = restore.restore_in(conn, run_id, backup_of, {"parameters": params.as_dict()}, waits,
+                                        f"{run_id}-rehearsal-rollback", pg_restore=_client(conn, "pg_restore"),
+                                        options=WITHOUT,
+                                        leave_out=lambda line: drill.outside_foreign_key(line, refs) is not None)
+            break
+        except KbError as exc:  # all or nothing: a rollback undone for a lock may be tried again from the start
+            if exc.details.get("locked") and attempt < COPY_ATTEMPTS:
+                continue
+            return {**out, "failure": f"the rollback failed on the copy: {exc.message.rstrip('.')}",
+                    "attempts": attempt, "seconds": round(time.monotonic() - started, 2)}
+    out["attempts"] = attempt
     out.update(rows_loaded=detail["rows_loaded"], restored_tables=detail["restored_tables"],
                lost_writes_counted=restore.lost_writes(detail["writes_counted_under_lock"]))
     try:
