@@ -47,9 +47,6 @@ def local_server() -> Target:
     return Target(EmbeddedServer().ensure_running(), "embedded")
 
 
-WHERE = ("local", "target")  # the parameter rehearse_on
-
-
 @dataclass(frozen=True)
 class Where:
     """Where the drill restores and the rehearsal rehearses: ``server``, a database of that server
@@ -61,8 +58,7 @@ class Where:
 
 
 def where(rehearse_on: str, target: Target | None) -> Where:
-    if rehearse_on not in WHERE:
-        raise DrillFailed(reason=f"rehearse_on={rehearse_on!r} is not one of {', '.join(WHERE)}")
+    """The server for ``rehearse_on`` (a RunParams value, validated there: local or target)."""
     if rehearse_on == "target":
         if target is None:
             raise DrillFailed(reason="rehearse_on=target needs the target's connection")

@@ -135,9 +135,12 @@ def run(drilled: dict[str, Any], run_id: str, params: RunParams, on: drill.Where
                 if access["failed"]:
                     failure = (f"06_smoke_tests: isolation failed on the copy for {len(access['failed'])} of "
                                f"{access['users_probed']} users (leaked or missing entries, or a write let through)")
+            def update_again() -> dict[str, Any]:
+                update()
+                return _where_entries_went(conn)
+
             if failure is None:
-                undone = rollback_proof.prove(copy, conn, run_id, backup_of, params, before,
-                                              lambda: (update(), _where_entries_went(conn))[1], entries)
+                undone = rollback_proof.prove(copy, conn, run_id, backup_of, params, before, update_again, entries)
                 failure = undone["failure"] and f"the rollback on the copy: {undone['failure']}"
     finally:
         with db.connect(on.server, autocommit=True) as conn:

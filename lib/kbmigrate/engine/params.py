@@ -14,6 +14,7 @@ from kbmigrate.errors import BadParameter
 from kbmigrate.paths import REPO_ROOT
 
 STRATEGIES = ("first_joined", "current_workspace")
+REHEARSE_ON = ("local", "target")  # where 01's drill and rehearsal run (backup/drill.py)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _INTERVAL = re.compile(r"^\d+(ms|s|min|h)?$")
 # The limits a session runs under: none may be zero (no limit) or below a millisecond.
@@ -72,7 +73,7 @@ class RunParams:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 1 <= margin <= 1000:
             raise BadParameter(name="lock_budget_margin", reason=f"{margin!r} is not a number from 1 to 1000 "
                                                                  "(times the rehearsed lock time)")
-        if self.rehearse_on not in ("local", "target"):
+        if self.rehearse_on not in REHEARSE_ON:
             raise BadParameter(name="rehearse_on", reason=f"{self.rehearse_on!r} is not local (the embedded server) "
                                                           "or target (a scratch database on the target's server)")
         if not isinstance(self.lock_retries, int) or isinstance(self.lock_retries, bool) or not 0 <= self.lock_retries <= 100:
