@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
         row = conn.execute(
             "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
             "set_config('statement_timeout', %s, false), "
-            "set_config('idle_in_transaction_session_timeout', %s, false)"
+            "set_config('idle_in_transaction_session_timeout', %s, false), "
+            "current_schema(), upper(current_setting('transaction_isolation'))"
             + (", set_config('client_connection_check_interval', %s, false)" if check else ""),
             (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction,
              *([CLIENT_CHECK] if check else []))).fetchone()
@@ -75,9 +77,20 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
         conn.close()
         raise
     assert row is not None
+    _BEGAN[conn] = {"schema": row[5], "isolation": row[6]}
     log_session(program=program, pid=row[0], user=row[1], application_name=application_name,
                 lock_timeout=row[2], statement_timeout=row[3], idle_in_transaction_session_timeout=row[4])
     return conn
+
+
+_BEGAN: "weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, str]]" = weakref.WeakKeyDictionary()
+
+
+def began(conn: psycopg.Connection[Any]) -> dict[str, str] | None:
+    """What the server said as ``connect`` set the session up: its ``schema`` (current_schema())
+    and ``isolation`` (the default transaction isolation, upper case); None for a session
+    ``connect`` did not open. Asked in the same round trip as its bounds."""
+    return _BEGAN.get(conn)
 
 
 def log_session(**entry: Any) -> None:

@@ -4,8 +4,9 @@ ipython-sql builds its SQLAlchemy engine from a URL; here it gets one built on a
 ``db.connect`` opened (its bounds set and read back, listed in the session log), in autocommit
 (no BEGIN and COMMIT around each query), without the hstore lookup, and with a dialect that
 takes the server's version and ``standard_conforming_strings`` from what the server said as the
-session began (libpq's parameter status) and asks the rest in one query: 1 round trip to set up
-instead of the 10 SQLAlchemy's defaults take, each a network's width away from a remote server.
+session began (libpq's parameter status) and the rest from what ``db.connect`` asked with the
+session's bounds: no round trip to set up instead of the 10 SQLAlchemy's defaults take, each a
+network's width away from a remote server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from kbmigrate import db
 
 NAME = "postgresql.kbmigrate"
 
@@ -32,6 +35,8 @@ class Dialect(PGDialect_psycopg):
         return (number // 10000, number % 10000)
 
     def _ask(self, connection: Any) -> dict[str, str]:
+        if self._asked is None:
+            self._asked = db.began(self._session(connection))  # asked as db.connect set it up
         if self._asked is None:
             row = connection.exec_driver_sql(
                 "select current_schema(), upper(current_setting('transaction_isolation'))").one()

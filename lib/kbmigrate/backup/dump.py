@@ -68,7 +68,7 @@ def dump(target: Target, run_id: str, params: RunParams) -> dict[str, Any]:
     snap = db.connect(target, limits=params.limits("backup"), autocommit=True,
                       application_name=f"kbmigrate backup {run_id}"[:63])
     try:
-        major = int(db.scalar(snap, "show server_version_num")) // 10000
+        major = snap.info.server_version // 10000  # as the server said when the session began
         pg_dump, pg_restore = clients.find("pg_dump", major), clients.find("pg_restore", major)
         covered = scope.decide(snap, params)
         if covered.problems:

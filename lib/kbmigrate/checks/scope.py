@@ -53,9 +53,10 @@ def touched(params: RunParams) -> list[str]:
 def decide(conn: psycopg.Connection[Any], params: RunParams) -> Scope:
     must = set(touched(params))
     platform = platform_schemas()
-    user = db.scalar(conn, "select current_user")
+    who, schemas = db.batch(conn, [("select current_user as name", None), (read_sql("report/backup_schemas.sql"), None)])
+    user = who[0]["name"]
     scope = Scope(schemas=[])
-    for row in db.rows(conn, read_sql("report/backup_schemas.sql")):
+    for row in schemas:
         name, owner, unreadable = row["schema"], row["owner"], list(row["unreadable"])
         if name in must:
             if not row["usable"] or unreadable:

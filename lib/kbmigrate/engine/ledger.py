@@ -25,6 +25,11 @@ def exists(conn: psycopg.Connection[Any]) -> bool:
     return found
 
 
+def written(conn: psycopg.Connection[Any]) -> None:
+    """``conn`` has just committed a ledger row: the ledger exists, and is not asked about again on it."""
+    _SEEN.add(conn)
+
+
 def record(conn: psycopg.Connection[Any], *, run_id: str, step: str, change: str, sql_sha256: str,
            rows_affected: int | None, outcome: str, detail: dict[str, Any] | None = None) -> None:
     conn.execute(

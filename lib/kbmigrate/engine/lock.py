@@ -14,9 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+
 from kbmigrate import db
 from kbmigrate.conninfo import Target
 from kbmigrate.errors import KernelHoldsDatabase, RunLocked
+from kbmigrate.paths import read_sql
 
 # pg_advisory_lock(int, int): a fixed class id for kbmigrate and one object id for "the run".
 LOCK_CLASS = 0x6B626D67  # "kbmg"
@@ -36,20 +39,27 @@ def holder(conn: Any, objid: int = LOCK_RUN) -> dict[str, Any] | None:
 
 
 @contextmanager
-def run_lock(target: Target, label: str) -> Iterator[None]:
-    """Hold the run lock for the duration of the block, or raise RunLocked at once."""
-    conn = db.connect(target, autocommit=True, application_name=f"kbmigrate lock {label}"[:63])
+def run_lock(target: Target, label: str, conn: psycopg.Connection[Any] | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """Hold the run lock for the duration of the block, or raise RunLocked at once; yields the
+    lock's session. ``conn``: an autocommit session to hold it in, which its owner closes right
+    after the block (the lock goes with the session; the runner probes for a pooler and opens the
+    run on it too: fewer sessions, fewer round trips), else one opened here and closed at the end.
+    Both locks are tried in one round trip (``sql/engine/run_lock.sql``)."""
+    opened = conn is None
+    session = db.connect(target, autocommit=True, application_name=f"kbmigrate lock {label}"[:63]) if conn is None else conn
     try:
-        if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_RUN)):
-            h = holder(conn) or {"pid": "?", "application": "?", "since": "?"}
+        got = db.rows(session, read_sql("engine/run_lock.sql"),
+                      {"class": LOCK_CLASS, "run": LOCK_RUN, "kernels": LOCK_KERNELS})[0]
+        if not got["run"]:
+            h = holder(session) or {"pid": "?", "application": "?", "since": "?"}
             raise RunLocked(database=target.label, **h)
-        if not db.scalar(conn, "select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS)):
-            h = holder(conn, LOCK_KERNELS) or {"pid": "?", "application": "?", "since": "?"}
+        if not got["kernels"]:
+            h = holder(session, LOCK_KERNELS) or {"pid": "?", "application": "?", "since": "?"}
             raise KernelHoldsDatabase(database=target.label, **h)
-        conn.execute("select pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))
-        yield
+        yield session
     finally:
-        conn.close()
+        if opened:
+            session.close()
 
 
 HOLD_FOR_KERNEL = ("select pg_advisory_lock_shared(%s, %s)", (LOCK_CLASS, LOCK_KERNELS))

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from kbmigrate.engine import blockers, failpoint
+from kbmigrate.engine import blockers, failpoint, ledger
 from kbmigrate.db import Limits
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import Blocked, ConnectionLost, KbError, StepFailed
@@ -185,10 +185,12 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
     when not the step's (its lock budget, ``engine/budget.py``)."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=work.outcome, detail=work.detail,
                      rows=work.rows)
-    return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
+    done = dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
         (work.deploy, work.verify, row, work.already), crash_point=change, bounds=work.bounds, limits=limits)),
         run_id, conn))
+    ledger.written(conn)
+    return done
 
 
 def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
@@ -197,9 +199,11 @@ def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, ru
     what it costs the others while its row locks are held, and its ledger row (``detail`` with the
     batch's figures added); returns the batch's row with the probe's figures and its seconds."""
     row = ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome="applied", detail=detail, rows=None)
-    return dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
+    done = dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_batch(%s, %s, %s::jsonb)", (batch, probe, row),
         crash_point=change, functions=BATCH)), run_id, conn))
+    ledger.written(conn)
+    return done
 
 
 def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str, sha: str,
@@ -209,6 +213,7 @@ def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, ste
     one_round_trip(conn, params, None, "select pg_temp.kbmigrate_change(null, null, %s::jsonb)",
                    (ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=outcome, detail=detail,
                                rows=rows),))
+    ledger.written(conn)
 
 
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,

@@ -22,11 +22,12 @@ SLOWER = 3.0    # a hold this many times the other's is a difference worth a lin
 NOTICED = 0.05  # seconds: below this a hold is not compared
 
 
-def per_change(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
+def per_change(conn: psycopg.Connection[Any], run_id: str, ledgered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Production's figures per change of steps 02-05 for run ``run_id``, from its ledger rows
-    (a batched change's batches added up; its hold is its longest batch's)."""
+    (``ledgered``, when already read; a batched change's batches added up; its hold is its
+    longest batch's)."""
     out: dict[str, dict[str, Any]] = {}
-    for r in ledger.for_run(conn, run_id):
+    for r in (ledger.for_run(conn, run_id) if ledgered is None else ledgered):
         if r["step"] in ("run", "00_preflight", "01_backup"):
             continue
         detail = r["detail"] or {}

@@ -64,7 +64,7 @@ def code() -> dict[str, Any]:
 def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunParams,
         extra: dict[str, Any], *, status: str = "running") -> dict[str, Any]:
     server = db.rows(conn, "select current_setting('server_version_num')::int as num, "
-                           "current_setting('server_version') as version")[0]
+                           "current_setting('server_version') as version, " + THERE)[0]  # one round trip
     major = int(server["num"]) // 10000
     try:
         pg_dump = clients.version_line(clients.find("pg_dump", major))
@@ -77,7 +77,7 @@ def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunP
                    "user": conn.info.user, "source": target.source},
         "server_version": server["version"], "pg_dump_version": pg_dump, "code": code(),
         "parameters": {**params.as_dict(), **extra}, "steps": [],
-        "previous": previous(conn),
+        "previous": previous(conn, server),
     }
 
 
@@ -85,10 +85,13 @@ def has_seals(conn: psycopg.Connection[Any]) -> bool:
     return bool(db.scalar(conn, "select to_regclass('kbmigrate.seals') is not null"))
 
 
-def previous(conn: psycopg.Connection[Any]) -> dict[str, str] | None:
-    """The run sealed last on this database: its run id and manifest sha256 (None: the first)."""
-    there = db.rows(conn, "select to_regclass('kbmigrate.seals') is not null as seals, "
-                          "to_regclass('kbmigrate.ledger') is not null as ledger")[0]
+THERE = "to_regclass('kbmigrate.seals') is not null as seals, to_regclass('kbmigrate.ledger') is not null as ledger"
+
+
+def previous(conn: psycopg.Connection[Any], there: dict[str, Any] | None = None) -> dict[str, str] | None:
+    """The run sealed last on this database: its run id and manifest sha256 (None: the first).
+    ``there``: ``THERE`` as already asked on ``conn``."""
+    there = there or db.rows(conn, f"select {THERE}")[0]
     if there["seals"]:
         rows = db.rows(conn, "select run_id, manifest_sha256 from kbmigrate.seals order by id desc limit 1")
         if rows:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from kbmigrate.conninfo import Target
-from kbmigrate.engine import gates, plan
+from kbmigrate.engine import gates, ledger, plan
 from kbmigrate.engine.params import RunParams
 from kbmigrate.errors import BadParameter
 from kbmigrate.paths import RUNS_DIR, from_evidence, shown
@@ -192,8 +192,9 @@ class Run:
             self.data["interrupted"] = interrupted
         self.data["ended_at"] = manifest.utc_now()
         self.data["status"] = status
-        self.data["changed"] = summary.numbers(conn, self.run_id)
-        self.data["changes_by_change"] = compare.per_change(conn, self.run_id)  # beside its rehearsal in the report
+        rows = ledger.for_run(conn, self.run_id)  # read once for both
+        self.data["changed"] = summary.numbers(conn, self.run_id, rows)
+        self.data["changes_by_change"] = compare.per_change(conn, self.run_id, rows)  # beside its rehearsal in the report
         self.save()
         self.data["report"] = report.build(self.run_id)
         self.save()

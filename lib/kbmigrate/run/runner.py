@@ -179,28 +179,29 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
             gates.proven_backup(backup_of)  # refused before anything starts; checked against the database at each change
     with private_files(), session_log(folder, fresh=not resume):
         try:
-            ok, detail = pooler.own_session(target)  # before the run lock, which a transaction pooler would strand
-            if not ok:
-                raise NoGo(target=target.label, reason=detail)
-            with run_lock(target, f"run {run_id}"):
-                with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}"[:63]) as conn:
+            # one session probes for a pooler (before the run lock, which a transaction pooler would
+            # strand), then holds that lock and opens the run: each session set up is 3 round trips
+            with db.connect(target, autocommit=True, application_name=f"kbmigrate lock run {run_id}"[:63]) as session:
+                ok, detail = pooler.own_session(target, session)
+                if not ok:
+                    raise NoGo(target=target.label, reason=detail)
+                with run_lock(target, f"run {run_id}", session):
                     if resumed is not None:
-                        _may_resume(conn, resumed, new_backup)
+                        _may_resume(session, resumed, new_backup)
                         resumed.reopen(params, steps)
                         run = resumed
                     else:
-                        run = Run.open(target, conn, run_id, params, steps=steps, extra=extra, backup_of=backup_of)
-                gates.record_operator(run_id, approval.who(), four_eyes=four_eyes)
-                asked = Approval(approve, approval_wait)
-                try:
-                    failure = _execute(target, params, run, steps, progress, echo, extra or {}, asked)
-                finally:
-                    with db.connect(target, autocommit=True, limits=closing_limits(params),
-                                    application_name=f"kbmigrate seal {run_id}"[:63]) as conn:
-                        run.seal(conn)
-                if failure:
-                    raise failure
-                return run.as_dict()
+                        run = Run.open(target, session, run_id, params, steps=steps, extra=extra, backup_of=backup_of)
+                    gates.record_operator(run_id, approval.who(), four_eyes=four_eyes)
+                    asked = Approval(approve, approval_wait)
+                    with Closing(target, params, run_id) as closing:
+                        try:
+                            failure = _execute(target, params, run, steps, progress, echo, extra or {}, asked, closing)
+                        finally:
+                            run.seal(closing())
+                    if failure:
+                        raise failure
+                    return run.as_dict()
         except BaseException:
             if not resume and not (folder / "manifest.json").exists():  # refused before it began: nothing to keep
                 shutil.rmtree(folder, ignore_errors=True)
@@ -231,6 +232,28 @@ def closing_limits(params: RunParams) -> db.Limits:
     lock = min(params, short, key=lambda p: p.seconds("lock_timeout")).lock_timeout
     statement = min(params, short, key=lambda p: p.seconds("read_timeout")).read_timeout
     return db.Limits(lock, statement)
+
+
+class Closing:
+    """The run's closing session, for its summary and then its seal: opened when first needed
+    (after the last step, so an interrupt's ending of the run's sessions is over), once, under
+    ``closing_limits``; closed with the block."""
+
+    def __init__(self, target: Target, params: RunParams, run_id: str) -> None:
+        self.target, self.limits, self.name = target, closing_limits(params), f"kbmigrate closing {run_id}"[:63]
+        self.conn: Any = None
+
+    def __call__(self) -> Any:
+        if self.conn is None or self.conn.closed:
+            self.conn = db.connect(self.target, autocommit=True, limits=self.limits, application_name=self.name)
+        return self.conn
+
+    def __enter__(self) -> "Closing":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def step_of(entry: dict[str, Any]) -> str:
@@ -284,7 +307,7 @@ class Approval:
 
 
 def _execute(target: Target, params: RunParams, run: Run, steps: list[str], progress: bool, echo: Any,
-             extra: dict[str, Any], asked: Approval = Approval()) -> Exception | None:
+             extra: dict[str, Any], asked: Approval, closing: "Closing") -> Exception | None:
     """Run ``steps`` in ``run``, recording each; then finish the run. Returns what stopped it, if anything."""
     failure: Exception | None = None
     run_id, folder = run.run_id, run.folder
@@ -304,9 +327,7 @@ def _execute(target: Target, params: RunParams, run: Run, steps: list[str], prog
             stop.settle()
     tidy_log(folder / "kernels.log", target)
     status = "interrupted" if isinstance(failure, Interrupted) else "failed" if failure else "succeeded"
-    with db.connect(target, autocommit=True, limits=closing_limits(params),
-                    application_name=f"kbmigrate summary {run_id}"[:63]) as conn:
-        run.finish(conn, status, interrupted=stop.as_dict() if stop.signal else None)
+    run.finish(closing(), status, interrupted=stop.as_dict() if stop.signal else None)
     echo(f"  report → {run.data['report']['path']}")
     return failure
 

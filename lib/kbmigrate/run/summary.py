@@ -16,10 +16,11 @@ from kbmigrate.paths import read_sql
 LOST_ACCESS, GAINED_ACCESS = "access lost", "access gained"
 
 
-def numbers(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
-    """The run's ledger in numbers, and the knowledge base as it is now."""
+def numbers(conn: psycopg.Connection[Any], run_id: str, ledgered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The run's ledger in numbers (``ledgered``: its rows, when already read), and the knowledge
+    base as it is now."""
     out: dict[str, Any] = {}
-    rows = [r for r in ledger.for_run(conn, run_id) if r["step"] != "run"]  # not a seal (older databases kept them in the ledger)
+    rows = [r for r in (ledger.for_run(conn, run_id) if ledgered is None else ledgered) if r["step"] != "run"]  # not a seal (older databases kept them in the ledger)
     if rows:
         outcomes: dict[tuple[str, str], set[str]] = {}  # a change once, however many rows (batches, a re-run)
         for r in rows:
