@@ -1,7 +1,8 @@
 """ipython-sql's ``%sql`` on a session kbmigrate opened (``runbook.Step.sql_magic``).
 
 ipython-sql builds its SQLAlchemy engine from a URL; here it gets one built on a session that
-``db.connect`` opened (its bounds set and read back, listed in the session log), in autocommit
+``db.connect`` opened (its bounds set and read back, listed in the session log): the step's own,
+lent (``Lent``: SQLAlchemy may use it, never close it), in autocommit
 (no BEGIN and COMMIT around each query), without the hstore lookup, and with a dialect that
 takes the server's version and ``standard_conforming_strings`` from what the server said as the
 session began (libpq's parameter status) and the rest from what ``db.connect`` asked with the
@@ -21,6 +22,23 @@ from kbmigrate import db
 NAME = "postgresql.kbmigrate"
 
 
+class Lent:
+    """A session lent to SQLAlchemy: everything passes through to it but ``close()``, which its
+    owner does (a pool's dispose, or its garbage collection, would otherwise end the step's session)."""
+
+    def __init__(self, conn: Any) -> None:
+        object.__setattr__(self, "lent", conn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.lent, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.lent, name, value)
+
+    def close(self) -> None:
+        pass
+
+
 class Dialect(PGDialect_psycopg):
     """SQLAlchemy's psycopg dialect, set up in one query."""
 
@@ -28,7 +46,8 @@ class Dialect(PGDialect_psycopg):
 
     @staticmethod
     def _session(connection: Any) -> Any:
-        return connection.connection.dbapi_connection
+        session = connection.connection.dbapi_connection
+        return session.lent if isinstance(session, Lent) else session
 
     def _get_server_version_info(self, connection: Any) -> tuple[int, ...]:
         number = int(self._session(connection).info.server_version)  # 150008, 170004, 180001

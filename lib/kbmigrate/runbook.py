@@ -116,8 +116,9 @@ class Step:
 
     def sql_magic(self) -> str:
         """Connect ipython-sql's ``%sql``/``%%sql`` to this step's database, for the queries a DBA
-        re-runs by hand: from the same libpq environment, under the step's own timeouts, on a
-        session opened as every other (``ipysql``)."""
+        re-runs by hand: on this step's own session (``ipysql.Lent``), under its read timeouts.
+        A session of its own would cost the run 3 round trips per step to set up, and the
+        database one more of its connection slots."""
         from IPython import get_ipython
 
         ip = get_ipython()
@@ -129,17 +130,11 @@ class Step:
             ip.run_line_magic("config", setting)
         sql_fails_plainly(self, ip)
         limits = self.params.limits("read")
-        name = f"kbmigrate %sql {self.step} {self.run_id}"[:63]
-        try:
-            ipysql.current_on(lambda: db.connect(self.target, limits=limits, autocommit=True, application_name=name,
-                                                program="ipython-sql"), self.target.label)
-        except KbError:
-            raise
-        except Exception as exc:  # SQLAlchemy's wrapping of a failed connect
-            raise ConnectionLost(step=self.step, what=f"%sql could not connect ({type(exc).__name__})",
-                                 run=self.run_id) from None
-        return f"%sql connected to {self.target.label} (lock_timeout {limits.lock_timeout}, " \
-               f"statement_timeout {limits.statement_timeout})"
+        if self.conn.closed or self.conn.broken:
+            raise ConnectionLost(step=self.step, what="%sql has no session: this step's is gone", run=self.run_id)
+        ipysql.current_on(lambda: ipysql.Lent(self.conn), self.target.label)
+        return f"%sql connected to {self.target.label} on this step's session (pid {self.conn.info.backend_pid}; " \
+               f"lock_timeout {limits.lock_timeout}, statement_timeout {limits.statement_timeout})"
 
     def ledger(self) -> pd.DataFrame:
         return pd.DataFrame(ledger.for_run(self.conn, self.run_id, self.step))
