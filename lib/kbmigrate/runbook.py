@@ -45,9 +45,8 @@ class Step:
             application_name=f"kbmigrate {step} {self.run_id}"[:63])
         # One round trip: the kernels' shared lock (engine/lock.py), and what the step shows and checks of the server.
         self.server = db.batch(self.conn, [lock.HOLD_FOR_KERNEL, (
-            "select current_setting('server_version') as server, current_user as usr, "
-            "case when has_function_privilege('pg_control_system()', 'execute') "
-            "then (select system_identifier::text from pg_control_system()) end as system_identifier", None)])[1][0]
+            "select current_setting('server_version') as server, current_user as usr, " + gates.SYSTEM_IDENTIFIER,
+            None)])[1][0]
         if self.server["system_identifier"]:
             gates.knew(self.conn, self.server["system_identifier"])
         # While a statement of this step waits for a lock, the cell's output says for whom.

@@ -188,7 +188,7 @@ def on_target(facts: dict[str, Any]) -> tuple[bool, str]:
 def verdict(conn: psycopg.Connection[Any], target: Target, params: RunParams, run_id: str, **options: Any) -> list[dict[str, str]]:
     """The checks, and where the migration stands for this run's backup, recorded as the run's
     GO gate (or NO-GO) on this database."""
-    rows = checks(conn, target, params, **options)
+    rows = checks(conn, target, params, run_id=run_id, **options)
     rows.append(_row("migration begun, and the backup", *begun(conn, run_id)))
     gates.record_verdict(conn, run_id, rows)
     return rows
@@ -213,10 +213,10 @@ def begun(conn: psycopg.Connection[Any], run_id: str) -> tuple[bool | None, str]
 
 
 def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, long_tx_seconds: float = 60.0,
-           backup_dir: Path | None = None) -> list[dict[str, str]]:
+           backup_dir: Path | None = None, run_id: str | None = None) -> list[dict[str, str]]:
     backup_dir = backup_dir or BACKUP_ROOT
     rows: list[dict[str, str]] = []
-    rows.append(_row("connection", *pooler.own_session(target, conn if conn.autocommit else None)))
+    rows.append(_row("connection", *connection(conn, target, run_id)))
     try:
         rows.append(_row("database identity", True, gates.identity(conn).label()))
     except psycopg.Error as exc:
@@ -335,6 +335,20 @@ def checks(conn: psycopg.Connection[Any], target: Target, params: RunParams, *, 
         counts = db.rows(conn, "select count(*) as n from public.knowledge_base")[0]["n"]
         rows.append(_row("knowledge_base rows", None, f"{counts:,}"))
     return rows
+
+
+def connection(conn: psycopg.Connection[Any], target: Target, run_id: str | None) -> tuple[bool, str]:
+    """A session of its own, or a transaction-mode pooler's (``checks/pooler.py``): as the runner
+    of ``run_id`` found it for this same database moments ago (``gates.record_session``), else
+    probed now."""
+    if run_id and int(conn.info.port or 0) != pooler.TRANSACTION_MODE_PORT:
+        try:
+            found = gates.probed_session(run_id, gates.identity(conn))
+        except psycopg.Error:  # no system identifier to compare: probe
+            found = None
+        if found:
+            return True, found
+    return pooler.own_session(target, conn if conn.autocommit else None)
 
 
 def go(rows: list[dict[str, str]]) -> bool:

@@ -59,6 +59,12 @@ class Identity:
 _IDENTITIES: "weakref.WeakKeyDictionary[psycopg.Connection[Any], Identity]" = weakref.WeakKeyDictionary()
 
 
+# A select-list item: the server's system identifier when this role may read it (pg_control_system()
+# is granted to no one by default on some platforms), else NULL; read with a session's first query.
+SYSTEM_IDENTIFIER = ("case when has_function_privilege('pg_control_system()', 'execute') "
+                     "then (select system_identifier::text from pg_control_system()) end as system_identifier")
+
+
 def knew(conn: psycopg.Connection[Any], system_identifier: str) -> None:
     """The system identifier ``conn`` already read (a kernel's first round trip): not asked again."""
     _IDENTITIES[conn] = Identity(system_identifier, conn.info.dbname, conn.info.host, str(conn.info.port))
@@ -304,6 +310,24 @@ def approved(run_id: str) -> dict[str, Any]:
                          f"{rehearsed['path']}, sha256 {rehearsed['sha256'][:16]}…): read it, then "
                          f"'kbmigrate approve {run_id}' (a headless run waits for that)")
     return dict(given)
+
+
+def record_session(run_id: str, here: Identity, detail: str) -> None:
+    """The runner found its session to ``here`` a session of its own (``checks/pooler.py``), just
+    before it took the run lock: preflight takes that finding for the same database instead of
+    probing again (two sessions, 10 round trips)."""
+    gates = read(run_id)
+    gates["session"] = {"identity": asdict(here), "detail": detail,
+                        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    _write(run_id, gates)
+
+
+def probed_session(run_id: str, here: Identity) -> str | None:
+    """What the runner of ``run_id`` found of its session to ``here`` (None: not probed there)."""
+    found = read(run_id).get("session")
+    if not found or Identity(**found["identity"]) != here:
+        return None
+    return f"{found['detail']}: probed by the run at {found['at']}, before it took its lock"
 
 
 def record_operator(run_id: str, operator: str, *, four_eyes: bool, auto_approve: bool = False) -> None:

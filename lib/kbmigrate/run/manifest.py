@@ -27,7 +27,7 @@ from kbmigrate import __version__, db
 from kbmigrate.checks import clients
 from kbmigrate.digest import sha256_file  # noqa: F401 - the run layer's name for it
 from kbmigrate.conninfo import Target
-from kbmigrate.engine import ledger
+from kbmigrate.engine import gates, ledger
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine import transaction
 from kbmigrate.errors import ClientMissing, SecretInArtifact
@@ -64,7 +64,9 @@ def code() -> dict[str, Any]:
 def new(run_id: str, conn: psycopg.Connection[Any], target: Target, params: RunParams,
         extra: dict[str, Any], *, status: str = "running") -> dict[str, Any]:
     server = db.rows(conn, "select current_setting('server_version_num')::int as num, "
-                           "current_setting('server_version') as version, " + THERE)[0]  # one round trip
+                           "current_setting('server_version') as version, " + THERE + ", " + gates.SYSTEM_IDENTIFIER)[0]
+    if server["system_identifier"]:  # one round trip: the gates' identity of this session too
+        gates.knew(conn, server["system_identifier"])
     major = int(server["num"]) // 10000
     try:
         pg_dump = clients.version_line(clients.find("pg_dump", major))

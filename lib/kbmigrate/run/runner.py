@@ -192,6 +192,7 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
                         run = resumed
                     else:
                         run = Run.open(target, session, run_id, params, steps=steps, extra=extra, backup_of=backup_of)
+                    gates.record_session(run_id, gates.identity(session), detail)  # preflight's "connection"
                     gates.record_operator(run_id, approval.who(), four_eyes=four_eyes)
                     asked = Approval(approve, approval_wait)
                     with Closing(target, params, run_id) as closing:
