@@ -156,9 +156,9 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
 
     try:
         if change.has("notx"):  # outside a transaction; its intent ledgered before, its outcome right after
-            _record_started(conn, change, sha, params, run_id)
+            intent = [run_id, sha]  # ledgered with the first attempt's round trip, not again on a retry
             saved = transaction.with_lock_retries(params, change.step, change.name,
-                                                  lambda: _deploy_notx(conn, change, params, deploy), run_id, conn)
+                                                  lambda: _deploy_notx(conn, change, params, deploy, intent), run_id, conn)
             rows = int(as_change(Work(None, read_sql(change.verify), detail={"notx": True}, rows=0,
                                       bounds=saved))["rows"])  # its bounds back, in the same round trip
         else:
@@ -193,12 +193,6 @@ def held(done: dict[str, Any]) -> dict[str, Any]:
     return {k: done[k] for k in ("locks", "held_seconds") if k in done}
 
 
-def _record_started(conn: psycopg.Connection[Any], change: Change, sha: str, params: RunParams, run_id: str) -> None:
-    """Before a build outside any transaction: the ledger says it began (and who began it)."""
-    transaction.record(conn, params, run_id=run_id, step=change.step, change=change.name, sha=sha,
-                       outcome="started", detail={"notx": True})
-
-
 def _started_unrecorded(conn: psycopg.Connection[Any], change: Change) -> str | None:
     """The run that started building ``change`` and never recorded an outcome, if its latest row says so."""
     if not ledger.exists(conn):
@@ -208,23 +202,35 @@ def _started_unrecorded(conn: psycopg.Connection[Any], change: Change) -> str | 
     return latest[0]["run_id"] if latest and latest[0]["outcome"] == "started" else None
 
 
+_BUILD_BOUNDS = """with saved as materialized (
+                       select current_setting('lock_timeout') as lock_timeout,
+                              current_setting('statement_timeout') as statement_timeout)
+                   select saved.*, set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),
+                          array(select n.nspname || '.' || c.relname from pg_index i
+                                join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
+                                where c.relname = any(%s) and not i.indisvalid) as invalid
+                   from saved"""
+
+
 def _deploy_notx(conn: psycopg.Connection[Any], change: Change, params: RunParams,
-                 deploy: str | sql.Composed) -> tuple[str, str]:
-    """Outside a transaction: drop an INVALID index of the same name (a failed earlier build), then
-    build. Returns the session's bounds from before, for the build's record to put back."""
+                 deploy: str | sql.Composed, intent: list[str]) -> tuple[str, str]:
+    """Outside a transaction: the ledger says the build began, and who began it (``intent``: [run
+    id, sha], emptied once written); drop an INVALID index of the same name (a failed earlier
+    build), then build. Returns the session's bounds from before, for the build's record to put back."""
     text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
     # A concurrent build blocks no one but may take long: it gets index_timeout, then the session
     # gets its own bounds back (RESET would go to the server's default, which may be none at all).
-    # Saved, set, and the invalid leftovers looked up, in one round trip.
+    # The intent ledgered in its own transaction, then the bounds saved and set and the invalid
+    # leftovers looked up, in one round trip (not set when the intent's row failed).
     index = params.limits("index")
-    found = db.rows(conn, """with saved as materialized (
-                                 select current_setting('lock_timeout') as lock_timeout,
-                                        current_setting('statement_timeout') as statement_timeout)
-                             select saved.*, set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),
-                                    array(select n.nspname || '.' || c.relname from pg_index i
-                                          join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace
-                                          where c.relname = any(%s) and not i.indisvalid) as invalid
-                             from saved""", (index.lock_timeout, index.statement_timeout, _INDEX_NAME.findall(text)))[0]
+    bounds = (_BUILD_BOUNDS, (index.lock_timeout, index.statement_timeout, _INDEX_NAME.findall(text)))
+    if intent:
+        run_id, sha = intent
+        found = transaction.record(conn, params, run_id=run_id, step=change.step, change=change.name, sha=sha,
+                                   outcome="started", detail={"notx": True}, then=bounds)[0]
+        intent.clear()
+    else:
+        found = db.rows(conn, *bounds)[0]
     saved = (found["lock_timeout"], found["statement_timeout"])
     try:
         for qualified in found["invalid"]:

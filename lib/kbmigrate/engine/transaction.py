@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 
 from kbmigrate.engine import blockers, failpoint, ledger
 from kbmigrate.db import Limits
@@ -95,12 +96,15 @@ def ledger_row(*, run_id: str, step: str, change: str, sha: str, outcome: str, d
 def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: dict[str, str] | None,
                    query: str, args: tuple[Any, ...], *, crash_point: str | None = None,
                    rollback: bool = False, functions: tuple[str, ...] = CHANGE,
-                   limits: Limits | None = None, bounds: tuple[str, str] | None = None) -> "psycopg.Cursor[Any]":
+                   limits: Limits | None = None, bounds: tuple[str, str] | None = None,
+                   then: "list[Any] | None" = None) -> "psycopg.Cursor[Any]":
     """BEGIN, ``begin``'s settings, the server-side ``functions`` (sql/ files, each one CREATE),
     ``query`` and COMMIT (ROLLBACK when ``rollback``) in one pipeline: the server gets all of it
     before the client waits for anything. Returns ``query``'s cursor, its rows fetched.
     ``crash_point``: the failpoint reached with the work sent and COMMIT not yet. ``bounds``: the
-    session's lock_timeout and statement_timeout, set first (before BEGIN)."""
+    session's lock_timeout and statement_timeout, set first (before BEGIN). ``then``: ``[query,
+    args]``, a statement of the session's sent after COMMIT, in the same round trip; it runs only
+    when everything before it succeeded, and its rows are appended to that list."""
     if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
         raise RuntimeError("a change needs an autocommit connection outside any transaction: it sends BEGIN and COMMIT itself")
     early: psycopg.Error | None = None  # the server's error, when it came back while the rest was being sent
@@ -124,6 +128,7 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
                     if crash_point:
                         failpoint.reach(crash_point)  # a crash test's power cut: the work and its record sent, before COMMIT
                     conn.execute("rollback" if rollback else "commit", prepare=False)
+                    after = conn.cursor(row_factory=dict_row).execute(then[0], then[1], prepare=False) if then else None
                 except psycopg.Error as exc:
                     early = exc
         except psycopg.errors.PipelineAborted:
@@ -131,6 +136,8 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
                 raise
         if early is not None:
             raise early.with_traceback(None)
+        if then is not None and after is not None:
+            then.append(after.fetchall())
     except BaseException:
         if not conn.broken and conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             conn.execute("rollback")
@@ -207,13 +214,18 @@ def batch_in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, ru
 
 
 def record(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str, sha: str,
-           outcome: str, detail: dict[str, Any], rows: int | None = None) -> None:
+           outcome: str, detail: dict[str, Any], rows: int | None = None,
+           then: tuple[str, Any] | None = None) -> list[dict[str, Any]]:
     """A ledger row alone, in a transaction of its own (one round trip, no lock retries): a build's
-    intent before it starts, a failure after its change was rolled back."""
+    intent before it starts, a failure after its change was rolled back. ``then``: a statement of
+    the session, sent after its COMMIT in the same round trip (not run when the row failed);
+    returns its rows (none without it)."""
+    sent: list[Any] | None = [then[0], then[1]] if then else None
     one_round_trip(conn, params, None, "select pg_temp.kbmigrate_change(null, null, %s::jsonb)",
                    (ledger_row(run_id=run_id, step=step, change=change, sha=sha, outcome=outcome, detail=detail,
-                               rows=rows),))
+                               rows=rows),), then=sent)
     ledger.written(conn)
+    return sent[2] if sent else []
 
 
 def run_file(conn: psycopg.Connection[Any], relative: str, *, settings: dict[str, str] | None = None,
