@@ -49,11 +49,22 @@ CLIENT_CHECK = "2s"
 READ = Limits("2s", "1min")
 
 
+def connect_reading(target: Target, queries: list[tuple[str | sql.Composable, Any]],
+                    **options: Any) -> tuple[psycopg.Connection[Any], list[list[dict[str, Any]]]]:
+    """``connect``, with ``queries`` sent right after the session's bounds, in the same round trip:
+    the session and each query's rows. A query that fails closes the session and is raised."""
+    found: list[list[dict[str, Any]]] = []
+    return connect(target, then=(queries, found), **options), found
+
+
 def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
             application_name: str = APPLICATION_NAME, connect_timeout: int = 10,
-            program: str = "psycopg") -> psycopg.Connection[Any]:
+            program: str = "psycopg",
+            then: tuple[list[tuple[str | sql.Composable, Any]], list[list[dict[str, Any]]]] | None = None
+            ) -> psycopg.Connection[Any]:
     """Open a connection under ``limits``; an expected failure becomes a KbError whose message
-    holds no password. ``program``: who uses it, as the session log says (ipython-sql's %sql)."""
+    holds no password. ``program``: who uses it, as the session log says (ipython-sql's %sql).
+    ``then``: see ``connect_reading``."""
     try:
         conn = psycopg.connect(
             target.conninfo, autocommit=autocommit, application_name=application_name,
@@ -63,16 +74,21 @@ def connect(target: Target, *, limits: Limits = READ, autocommit: bool = False,
         raise classify_connect_error(target, exc) from None
     try:
         check = conn.info.server_version >= 140000  # client_connection_check_interval is new in 14
-        row = conn.execute(
-            "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
-            "set_config('statement_timeout', %s, false), "
-            "set_config('idle_in_transaction_session_timeout', %s, false), "
-            "current_schema(), upper(current_setting('transaction_isolation'))"
-            + (", set_config('client_connection_check_interval', %s, false)" if check else ""),
-            (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction,
-             *([CLIENT_CHECK] if check else []))).fetchone()
-        if not autocommit:
-            conn.commit()
+        with conn.pipeline():  # the bounds and ``then``'s queries: one round trip
+            bounds = conn.execute(
+                "select pg_backend_pid(), current_user, set_config('lock_timeout', %s, false), "
+                "set_config('statement_timeout', %s, false), "
+                "set_config('idle_in_transaction_session_timeout', %s, false), "
+                "current_schema(), upper(current_setting('transaction_isolation'))"
+                + (", set_config('client_connection_check_interval', %s, false)" if check else ""),
+                (limits.lock_timeout, limits.statement_timeout, limits.idle_in_transaction,
+                 *([CLIENT_CHECK] if check else [])))
+            cursors = [conn.cursor(row_factory=dict_row).execute(q, a) for q, a in (then[0] if then else [])]
+            if not autocommit:
+                conn.commit()
+        row = bounds.fetchone()
+        if then:
+            then[1].extend(c.fetchall() if c.description is not None else [] for c in cursors)
     except BaseException:
         conn.close()
         raise

@@ -40,13 +40,14 @@ class Step:
         self.run_id = run_id or default_run_id()
         self.params = params
         self.target = conninfo.resolve()
-        self.conn: psycopg.Connection[Any] = db.connect(
-            self.target, limits=params.limits("read"), autocommit=True,
-            application_name=f"kbmigrate {step} {self.run_id}"[:63])
-        # One round trip: the kernels' shared lock (engine/lock.py), and what the step shows and checks of the server.
-        self.server = db.batch(self.conn, [lock.HOLD_FOR_KERNEL, (
+        # In the round trip that sets the session's bounds: the kernels' shared lock (engine/lock.py),
+        # and what the step shows and checks of the server.
+        self.conn: psycopg.Connection[Any]
+        self.conn, found = db.connect_reading(self.target, [lock.HOLD_FOR_KERNEL, (
             "select current_setting('server_version') as server, current_user as usr, " + gates.SYSTEM_IDENTIFIER,
-            None)])[1][0]
+            None)], limits=params.limits("read"), autocommit=True,
+            application_name=f"kbmigrate {step} {self.run_id}"[:63])
+        self.server = found[1][0]
         if self.server["system_identifier"]:
             gates.knew(self.conn, self.server["system_identifier"])
         # While a statement of this step waits for a lock, the cell's output says for whom.

@@ -24,7 +24,7 @@ from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
 from kbmigrate.engine import transaction
 from kbmigrate.engine.transaction import Work, error_text
-from kbmigrate.errors import OverBudget
+from kbmigrate.errors import KbError, OverBudget
 
 _INDEX_NAME = re.compile(r"create\s+index\s+concurrently\s+if\s+not\s+exists\s+(\w+)", re.IGNORECASE)
 
@@ -98,9 +98,11 @@ def skip_reason(conn: psycopg.Connection[Any], change: Change, params: RunParams
 
 
 def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id: str,
-          found: set[str] | None = None) -> Outcome:
+          found: set[str] | None = None, *, tried: int = 0) -> Outcome:
     """Apply one change (not a batched one) and return what happened. Raises StepFailed, or
-    GateClosed when the run lacks its GO or its proven backup of this database."""
+    GateClosed when the run lacks its GO or its proven backup of this database. ``tried``: times
+    it already failed on its lock (``apply_together``'s round trip), counted among its retries."""
+
     gates.require(conn, run_id, f"{change.step} ({change.name})")
     started = time.monotonic()
     settings = {**params.settings(run_id), **change.settings()}
@@ -113,7 +115,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
     def as_change(work: Work) -> dict[str, Any]:
         return transaction.in_transaction(conn, params, run_id=run_id, step=change.step, change=change.name,
                                           sha=sha, settings=settings, work=work,
-                                          limits=limit.limits(params) if limit else None)
+                                          limits=limit.limits(params) if limit else None, tried_before=tried)
 
     def ledger_only(detail: dict[str, Any]) -> Outcome:
         as_change(Work(None, outcome="noop", detail=detail, rows=0))
@@ -129,11 +131,7 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         try:
             done = as_change(Work(text, slowed(change, read_sql(change.verify)), already=in_effect_check(change)))
         except psycopg.Error as exc:
-            record_failure(conn, run_id, change, sha, exc, params)
-            if limit and not conn.broken and blockers.timed_out(exc):
-                raise OverBudget(step=change.step, change=change.name, took=f"{time.monotonic() - started:.3f} s",
-                                 statement=statement(exc, change), budget=limit.text(), run=run_id) from None
-            raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
+            raise failed(conn, change, exc, params, run_id, limit, started) from None
         spent = {**held(done), **({"budget_seconds": round(limit.seconds, 3)} if limit else {})}
         if done["outcome"] == "noop":
             return Outcome(change.name, "noop", 0, time.monotonic() - started,
@@ -167,6 +165,73 @@ def apply(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_
         record_failure(conn, run_id, change, sha, exc, params)
         raise transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id) from None
     return Outcome(change.name, "applied", max(rows, 0), time.monotonic() - started)
+
+
+def failed(conn: psycopg.Connection[Any], change: Change, exc: psycopg.Error, params: RunParams, run_id: str,
+           limit: budget.Budget | None, started: float) -> KbError:
+    """A change that failed (rolled back): its ledger row says so; the one-line error to raise."""
+    record_failure(conn, run_id, change, change.sha256(), exc, params)
+    if limit and not conn.broken and blockers.timed_out(exc):
+        return OverBudget(step=change.step, change=change.name, took=f"{time.monotonic() - started:.3f} s",
+                          statement=statement(exc, change), budget=limit.text(), run=run_id)
+    return transaction.stopped(conn, exc, step=change.step, change=change.name, run_id=run_id)
+
+
+def together(change: Change, params: RunParams) -> bool:
+    """Whether ``change`` can be sent with its neighbours (``apply_together``): one transaction of
+    its own, no edited SQL to weigh first."""
+    return not (change.has("notx") or change.has("batched") or params.accept_changed_sql)
+
+
+def apply_together(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams, run_id: str,
+                   found: set[str] | None = None) -> list[Outcome]:
+    """``changes`` (each ``together``), each in its own transaction as ``apply`` makes it, all sent
+    in one round trip (``transaction.in_one_round_trip``): 11 changes of 02_schema cost one round
+    trip instead of 11. From the first that fails (rolled back, and nothing after it run), they go
+    one by one through ``apply``: its lock retries (the round trip's try counted as the first), its
+    failure record, its one-line error. One by one, too, while a test arms a failpoint."""
+    if len(changes) < 2 or params.lock_retries < 1 or failpoint.armed_any():
+        return [apply(conn, c, params, run_id, found) for c in changes]
+    started = time.monotonic()
+    sent: list[transaction.Sent] = []
+    skipped: list[str | None] = []
+    for change in changes:
+        gates.require(conn, run_id, f"{change.step} ({change.name})")
+        limit = None if gates.rehearsing_on(run_id, gates.identity(conn)) else budget.for_change(run_id, change.name, params)
+        reason = skip_reason(conn, change, params, found)
+        if reason:
+            work = Work(None, outcome="noop", detail={"skipped": reason}, rows=0)
+        else:
+            deploy = composed(change, params)
+            text = deploy.as_string(conn) if isinstance(deploy, sql.Composed) else deploy
+            work = Work(text, slowed(change, read_sql(change.verify)), already=in_effect_check(change))
+        sent.append(transaction.Sent(change.step, change.name, change.sha256(), work,
+                                     {**params.settings(run_id), **change.settings()},
+                                     limit.limits(params) if limit else None))
+        skipped.append(reason)
+    done, stopped = transaction.in_one_round_trip(conn, params, run_id, sent)
+    took = time.monotonic() - started
+    outcomes: list[Outcome] = []
+    for change, reason, got, one in zip(changes, skipped, done, sent):
+        shared = {"sent_with": len(changes)}  # its seconds: the round trip's, shared with the others
+        if reason:
+            outcomes.append(Outcome(change.name, "noop", 0, took, {"skipped": reason, **shared}))
+            continue
+        spent = {**held(got), **({"budget_seconds": round(budget.for_change(run_id, change.name, params).seconds, 3)}
+                                 if one.limits else {}), **shared}
+        if got["outcome"] == "noop":
+            outcomes.append(Outcome(change.name, "noop", 0, took, {"already": "verify passed before deploy", **spent}))
+        else:
+            outcomes.append(Outcome(change.name, "applied", max(int(got["rows"]), 0), took, spent))
+    if stopped is None:
+        return outcomes
+    rest = changes[len(done):]
+    if not isinstance(stopped, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
+        # its own error (its SQL, its budget, a lost connection): not tried again, as apply would not
+        limit = sent[len(done)].limits and budget.for_change(run_id, rest[0].name, params)
+        raise failed(conn, rest[0], stopped, params, run_id, limit or None, started)
+    outcomes.append(apply(conn, rest[0], params, run_id, found, tried=1))  # its lock busy: its retries, alone
+    return outcomes + [apply(conn, c, params, run_id, found) for c in rest[1:]]
 
 
 def slowed(change: Change, verify: str) -> str:

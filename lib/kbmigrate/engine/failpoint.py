@@ -68,6 +68,12 @@ def _armed(name: str) -> bool:
 SLOW = "KBMIGRATE_FAILPOINT_SLOW"
 
 
+def armed_any() -> bool:
+    """Whether a test has armed a failpoint or a slowdown at all: its changes then run one by one,
+    each reaching its own place."""
+    return bool(os.environ.get(ENV) or os.environ.get(SLOW))
+
+
 def slowdown(name: str) -> float:
     """Seconds the change ``name`` is to be slowed by (``KBMIGRATE_FAILPOINT_SLOW``), or 0."""
     wanted, _, seconds = os.environ.get(SLOW, "").rpartition("=")

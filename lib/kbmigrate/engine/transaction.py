@@ -148,6 +148,66 @@ def one_round_trip(conn: psycopg.Connection[Any], params: RunParams, settings: d
     return cursor
 
 
+@dataclass
+class Sent:
+    """One change of ``in_one_round_trip``: its ledger row's parts, its work, its bounds."""
+
+    step: str
+    change: str
+    sha: str
+    work: Work
+    settings: dict[str, str] | None = None
+    limits: Limits | None = None
+
+
+def in_one_round_trip(conn: psycopg.Connection[Any], params: RunParams, run_id: str,
+                      changes: list[Sent]) -> tuple[list[dict[str, Any]], psycopg.Error | None]:
+    """Several changes, each in a transaction of its own as ``in_transaction`` makes it (BEGIN,
+    its settings, its work and ledger row, COMMIT), all sent in one pipeline: one round trip for
+    all. Each commits before the next begins on the server, so no lock is held across a round
+    trip or from one change to the next. The first to fail is rolled back, and the server skips
+    every change after it: returns the outcomes of those that committed, in order, and the error
+    that stopped the rest (None: all committed). No lock retries here: the caller applies the one
+    that failed, and those after it, one by one."""
+    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
+        raise RuntimeError("changes need an autocommit connection outside any transaction: they send BEGIN and COMMIT")
+    cursors: list[tuple[psycopg.Cursor[Any], psycopg.Cursor[Any]]] = []  # each change's work, its COMMIT
+    stopped: psycopg.Error | None = None
+    try:
+        with blockers.in_flight(), conn.pipeline():
+            for c in changes:
+                row = ledger_row(run_id=run_id, step=c.step, change=c.change, sha=c.sha, outcome=c.work.outcome,
+                                 detail=c.work.detail, rows=c.work.rows)
+                conn.execute("begin", prepare=False)
+                begin(conn, params, c.settings, c.limits)
+                for name in CHANGE:
+                    conn.execute(read_sql(name), prepare=False)
+                work = conn.execute("select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
+                                    (c.work.deploy, c.work.verify, row, c.work.already), prepare=False)
+                cursors.append((work, conn.execute("commit", prepare=False)))
+    except psycopg.errors.PipelineAborted:
+        pass
+    except psycopg.Error as exc:
+        stopped = exc
+    if not conn.broken and conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        conn.execute("rollback")
+    done: list[dict[str, Any]] = []
+    for work, commit in cursors:
+        try:
+            got = first(work)
+        except psycopg.Error as exc:  # this change's error, or "skipped after an error"
+            stopped = stopped or (exc if not isinstance(exc, psycopg.errors.PipelineAborted) else None)
+            break
+        if got is None or commit.statusmessage != "COMMIT":  # a failed COMMIT says ROLLBACK, or nothing
+            break
+        done.append(dict(got))
+    if done:
+        ledger.written(conn)
+    if len(done) < len(changes) and stopped is None:
+        stopped = psycopg.OperationalError("the changes' pipeline ended before every change was done")
+    return done, stopped
+
+
 def first(cursor: "psycopg.Cursor[Any]") -> Any:
     row = cursor.fetchone()
     return None if row is None else row[0]
@@ -165,11 +225,15 @@ def problems(conn: psycopg.Connection[Any], params: RunParams, settings: dict[st
 
 
 def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callable[[], T], run_id: str = "",
-                      conn: psycopg.Connection[Any] | None = None) -> T:
+                      conn: psycopg.Connection[Any] | None = None, *, tried_before: int = 0) -> T:
     """``attempt()`` again when it fails on lock_timeout (or a deadlock), with backoff, a bounded
-    number of times; then Blocked, naming the session it waited for."""
+    number of times; then Blocked, naming the session it waited for. ``tried_before``: tries
+    already made elsewhere (``in_one_round_trip``), counted among them."""
     delay = 0.2
-    for tried in range(params.lock_retries + 1):
+    if tried_before:  # its backoff, as if the try before had been here
+        time.sleep(delay)
+        delay *= 2
+    for tried in range(min(tried_before, params.lock_retries), params.lock_retries + 1):
         try:
             return attempt()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
@@ -186,7 +250,7 @@ def with_lock_retries(params: RunParams, step: str, change: str, attempt: Callab
 
 def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: str, step: str, change: str,
                    sha: str, work: Work, settings: dict[str, str] | None = None,
-                   limits: Limits | None = None) -> dict[str, Any]:
+                   limits: Limits | None = None, tried_before: int = 0) -> dict[str, Any]:
     """Do ``work`` as one change (1-4 above); returns its outcome (``work.outcome``, or noop when
     ``work.already`` passed) and the deploy's row count (``rows``). ``limits``: the change's bounds
     when not the step's (its lock budget, ``engine/budget.py``)."""
@@ -195,7 +259,7 @@ def in_transaction(conn: psycopg.Connection[Any], params: RunParams, *, run_id: 
     done = dict(with_lock_retries(params, step, change, lambda: first(one_round_trip(
         conn, params, settings, "select pg_temp.kbmigrate_change(%s, %s, %s::jsonb, %s)",
         (work.deploy, work.verify, row, work.already), crash_point=change, bounds=work.bounds, limits=limits)),
-        run_id, conn))
+        run_id, conn, tried_before=tried_before))
     ledger.written(conn)
     return done
 
