@@ -190,15 +190,28 @@ def scalar(conn: psycopg.Connection[Any], query: str | sql.Composable, params: A
     return None if row is None else row[0]
 
 
+class Rows(list):  # type: ignore[type-arg]
+    """A query's rows (dicts), and its ``columns`` in order: known even when no row came back."""
+
+    columns: list[str]
+
+    @classmethod
+    def of(cls, cur: "psycopg.Cursor[Any]") -> "Rows":
+        found = cls(cur.fetchall() if cur.description is not None else [])
+        found.columns = [c.name for c in cur.description or []]
+        return found
+
+
 def rows(conn: psycopg.Connection[Any], query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:
+    """The rows of ``query`` (a ``Rows``: its columns too)."""
     with in_flight(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
-        return cur.fetchall()
+        return Rows.of(cur)
 
 
 def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composable, Any]]) -> list[list[dict[str, Any]]]:
-    """Several queries in one pipeline (one round trip); each query's rows, in order (none for a
-    statement that returns none). The first error is raised (the rest are not run)."""
+    """Several queries in one pipeline (one round trip); each query's rows (a ``Rows``), in order
+    (none for a statement that returns none). The first error is raised (the rest are not run)."""
     if not queries:
         return []
     with in_flight(), conn.pipeline():
@@ -207,7 +220,7 @@ def batch(conn: psycopg.Connection[Any], queries: list[tuple[str | sql.Composabl
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(query, params, prepare=False)
             cursors.append(cur)
-    return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+    return [Rows.of(cur) for cur in cursors]
 
 
 def tables_present(conn: psycopg.Connection[Any], names: list[str], schema: str = "public") -> set[str]:

@@ -34,6 +34,12 @@ def default_run_id() -> str:
     return f"manual-{dt.datetime.now(dt.UTC):%Y%m%d}-{getpass.getuser()}"
 
 
+def table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A query's rows as a table, with its columns even when it returned no row: an empty result
+    reads as an empty table (``found.empty``), and a cell that uses a column still finds it."""
+    return pd.DataFrame(rows, columns=getattr(rows, "columns", None) or None)
+
+
 class Step:
     def __init__(self, step: str, run_id: str, params: RunParams) -> None:
         self.step = step
@@ -97,12 +103,12 @@ class Step:
         """A query (or ``report/x.sql`` under sql/) as a table."""
         self.going_on()
         text = read_sql(source) if isinstance(source, str) and source.endswith(".sql") else source
-        return pd.DataFrame(db.rows(self.conn, text, params))  # db.rows marks it in flight
+        return table(db.rows(self.conn, text, params))  # db.rows marks it in flight
 
     def batch(self, queries: list[tuple[str | sql.Composable, Any]]) -> list[pd.DataFrame]:
         """Several queries (each with its bound values) in one round trip; a table for each."""
         self.going_on()
-        return [pd.DataFrame(rows) for rows in db.batch(self.conn, list(queries))]
+        return [table(rows) for rows in db.batch(self.conn, list(queries))]
 
     def execute(self, query: str, params: Any = None) -> int:
         """A statement that returns no rows (e.g. a temporary table of this step's own); its row count."""

@@ -207,6 +207,8 @@ def _restore_and_compare(info: dict[str, Any], run_id: str, keep: bool, on: Wher
         with db.connect(local.with_database(scratch), autocommit=True) as conn, conn.transaction():
             restored = backup.table_checksums(conn, backup.data_schemas(info["scope"]["schemas"]))
         if keep and _same(info["checksums"], restored):
+            with db.connect(local.with_database(scratch), autocommit=True, limits=db.Limits("2s", "10min")) as conn:
+                conn.execute("analyze")  # statistics as production has them: the rehearsal plans as production does
             kept = scratch_name(gates.REHEARSAL_PREFIX, run_id)
             with db.connect(admin, autocommit=True) as conn:
                 db.drop_database(conn, kept)  # an earlier attempt's, left by a run that died

@@ -1,0 +1,92 @@
+"""Neighbouring changes of a step go to the server together (``apply.apply_together``): each in a
+transaction of its own, all in one round trip. What that must not change: a change that fails
+stops the step there, is rolled back and ledgered as failed, and nothing after it runs; those
+before it stay committed, each with its ledger row. And what it is for: one round trip for a run
+of such changes, counted by the bench's proxy."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbmigrate import db, runbook
+from kbmigrate.conninfo import Target
+from kbmigrate.dev.proxy import delayed
+from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.plan import for_step
+from kbmigrate.engine.steps import apply_step
+from kbmigrate.errors import StepFailed
+
+from conftest import drop, gated, new_demo
+
+
+def _ledger(target: Target, run_id: str) -> dict[str, list[str]]:
+    with db.connect(target) as conn:
+        out: dict[str, list[str]] = {}
+        for r in db.rows(conn, "select change, outcome from kbmigrate.ledger where run_id = %s order by id", (run_id,)):
+            out.setdefault(r["change"], []).append(r["outcome"])
+        return out
+
+
+def test_a_change_that_fails_among_its_neighbours_stops_the_step_there(server: Target) -> None:
+    target = new_demo(server, "kbt_together_fail")
+    run_id = "together-fail"
+    try:
+        gated(target, run_id)
+        # the planted fault: kbmigrate.membership is a table already, so the view cannot replace it
+        with db.connect(target, autocommit=True) as conn:
+            conn.execute("create schema if not exists kbmigrate")
+            conn.execute("create table kbmigrate.membership (user_id uuid, workspace_id uuid)")
+        order = [c.name for c in for_step("02_schema", RunParams())]
+        failing = order.index("membership_view")
+        with db.connect(target, autocommit=True) as conn, pytest.raises(StepFailed) as stopped:
+            apply_step(conn, "02_schema", RunParams(), run_id, progress=False)
+        assert "membership_view" in stopped.value.message and "\n" not in stopped.value.message
+        rows = _ledger(target, run_id)
+        assert [c for c in order if c in rows] == order[:failing + 1], rows  # none after it ran
+        assert all(rows[c] == ["applied"] for c in order[:failing]), rows
+        assert rows["membership_view"] == ["failed"], rows
+        with db.connect(target) as conn:  # those before it committed; the next one never ran
+            cols = {r["attname"] for r in db.rows(conn, "select attname from pg_attribute where attrelid = "
+                                                        "'public.knowledge_base'::regclass and attnum > 0")}
+            assert {"workspace_id", "is_shared", "section_id"} <= cols
+            assert not db.scalar(conn, "select count(*) from pg_constraint where conrelid = "
+                                       "'public.knowledge_base'::regclass and contype = 'f'")
+    finally:
+        drop(server, target)
+
+
+def test_neighbouring_changes_cost_one_round_trip(server: Target) -> None:
+    target = new_demo(server, "kbt_together_rt")
+    run_id = "together-rt"
+    changes = for_step("02_schema", RunParams())
+    # counted from the plan: each run of changes that are one transaction each is one round trip;
+    # a concurrent build costs 4 (its verify, its intent with its bounds, the build, its record);
+    # and the gates ask a new session once which database it reaches (a kernel's knows it already)
+    runs = sum(1 for i, c in enumerate(changes) if not c.has("notx") and (i == 0 or changes[i - 1].has("notx")))
+    expected = runs + 4 * sum(1 for c in changes if c.has("notx")) + 1
+    try:
+        host, port = target.params.get("host", "127.0.0.1"), int(target.params.get("port", "5432"))
+        with delayed(host, port, 0) as proxy:
+            far = target.via("127.0.0.1", proxy.port)  # the gates are for the database as the run reaches it
+            gated(far, run_id)
+            conn = db.connect(far, autocommit=True)
+            before = proxy.counts.snapshot()["round_trips"]
+            done = apply_step(conn, "02_schema", RunParams(), run_id, progress=False)
+            spent = proxy.counts.snapshot()["round_trips"] - before
+            conn.close()
+        assert [o.outcome for o in done] == ["applied"] * len(changes)
+        assert spent == expected, (spent, expected, len(changes))
+        one_by_one = sum(1 if not c.has("notx") else 5 for c in changes) + 1  # as each change went alone
+        assert one_by_one - spent >= 9, (one_by_one, spent)
+    finally:
+        drop(server, target)
+
+
+def test_an_empty_result_keeps_its_columns(small_demo: Target) -> None:
+    """06 reads who lost access to their own entries; on a database where nobody did, the cells
+    that use its columns must still find them (a table without columns fails on ``.user_id``)."""
+    with db.connect(small_demo) as conn:
+        alone = runbook.table(db.rows(conn, "select 1 as user_id, 2 as entries_lost where false"))
+        batched = runbook.table(db.batch(conn, [("select 1 as user_id where false", None)])[0])
+    assert alone.empty and list(alone.columns) == ["user_id", "entries_lost"]
+    assert batched.empty and list(batched.user_id) == []
