@@ -91,13 +91,17 @@ class Step:
         }])
 
     def apply(self, *, progress: bool = True) -> pd.DataFrame:
-        """Apply every change of this step (sql/plan.txt) and show what happened to each."""
+        """Apply every change of this step (sql/plan.txt) and show what happened to each (``held
+        (s)``: how long its transaction held its locks on the server)."""
         self.going_on()
         done = apply_step(self.conn, self.step, self.params, self.run_id, progress=progress)
         return pd.DataFrame([{"change": o.change, "outcome": o.outcome, "rows": o.rows_affected,
                               "seconds": round(o.seconds, 3), "locks held at commit": locks_text(o.detail),
                               "held (s)": o.detail.get("held_seconds"), "budget (s)": o.detail.get("budget_seconds"),
-                              "note": o.detail.get("skipped") or o.detail.get("already") or ""} for o in done])
+                              "note": "; ".join(filter(None, [
+                                  o.detail.get("skipped") or o.detail.get("already"),
+                                  f"one round trip with {o.detail['sent_with']} changes (seconds: theirs together)"
+                                  if o.detail.get("sent_with") else None]))} for o in done])
 
     def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:
         """A query (or ``report/x.sql`` under sql/) as a table."""
