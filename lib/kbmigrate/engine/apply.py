@@ -195,6 +195,7 @@ def apply_together(conn: psycopg.Connection[Any], changes: list[Change], params:
     started = time.monotonic()
     sent: list[transaction.Sent] = []
     skipped: list[str | None] = []
+    budgets: list[budget.Budget | None] = []
     for change in changes:
         gates.require(conn, run_id, f"{change.step} ({change.name})")
         limit = None if gates.rehearsing_on(run_id, gates.identity(conn)) else budget.for_change(run_id, change.name, params)
@@ -209,16 +210,16 @@ def apply_together(conn: psycopg.Connection[Any], changes: list[Change], params:
                                      {**params.settings(run_id), **change.settings()},
                                      limit.limits(params) if limit else None))
         skipped.append(reason)
+        budgets.append(limit)
     done, stopped = transaction.in_one_round_trip(conn, params, run_id, sent)
     took = time.monotonic() - started
     outcomes: list[Outcome] = []
-    for change, reason, got, one in zip(changes, skipped, done, sent):
+    for change, reason, got, limit in zip(changes, skipped, done, budgets):
         shared = {"sent_with": len(changes)}  # its seconds: the round trip's, shared with the others
         if reason:
             outcomes.append(Outcome(change.name, "noop", 0, took, {"skipped": reason, **shared}))
             continue
-        spent = {**held(got), **({"budget_seconds": round(budget.for_change(run_id, change.name, params).seconds, 3)}
-                                 if one.limits else {}), **shared}
+        spent = {**held(got), **({"budget_seconds": round(limit.seconds, 3)} if limit else {}), **shared}
         if got["outcome"] == "noop":
             outcomes.append(Outcome(change.name, "noop", 0, took, {"already": "verify passed before deploy", **spent}))
         else:
@@ -228,8 +229,7 @@ def apply_together(conn: psycopg.Connection[Any], changes: list[Change], params:
     rest = changes[len(done):]
     if not isinstance(stopped, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
         # its own error (its SQL, its budget, a lost connection): not tried again, as apply would not
-        limit = sent[len(done)].limits and budget.for_change(run_id, rest[0].name, params)
-        raise failed(conn, rest[0], stopped, params, run_id, limit or None, started)
+        raise failed(conn, rest[0], stopped, params, run_id, budgets[len(done)], started)
     outcomes.append(apply(conn, rest[0], params, run_id, found, tried=1))  # its lock busy: its retries, alone
     return outcomes + [apply(conn, c, params, run_id, found) for c in rest[1:]]
 
