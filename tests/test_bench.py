@@ -45,6 +45,9 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
     assert abs(traffic["throttle_cost_seconds"] - (traffic["migration_seconds"] - traffic["unthrottled_migration_seconds"])) < 0.011
     # each pair's ratio is of its own p95s (those are rounded to a microsecond, hence the tolerance)
     assert all(abs(r["p95_over_idle"] / (r["busy_p95_ms"] / r["idle_p95_ms"]) - 1) < 0.01 for r in traffic["runs"])
+    # the same busy load against the before-state too: information, its own median
+    assert traffic["p95_over_idle_before"] == round(statistics.median(r["p95_over_idle_before"] for r in on), 3)
+    assert all(abs(r["p95_over_idle_before"] / (r["busy_p95_ms"] / r["idle_before_p95_ms"]) - 1) < 0.01 for r in traffic["runs"])
 
     run, seed = on_disk["run"], on_disk["seed"]
     assert abs(seed["seconds"] - (seed["pg_dump_seconds"] + seed["psql_seconds"])) < 0.02
