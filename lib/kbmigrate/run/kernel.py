@@ -15,16 +15,63 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+from jupyter_client.utils import run_sync
+from traitlets import DottedObjectName
 
 from kbmigrate.run import interrupt
 
 # What a kernel runs between two steps (silently: no cell count, no cell log, no hooks).
 LEAVE = "import kbmigrate.runbook as _kb_runbook; _kb_runbook.leave()"
 LEAVE_SECONDS = 30
+CLOSE_LEAVE_SECONDS = 5  # at the run's end (or its stop): a kernel that does not answer is shut down anyway
+
+
+class ReadyClient(BlockingKernelClient):
+    """A kernel client whose ``wait_for_ready`` ends when the kernel's answer to its own
+    ``kernel_info`` request has come back on both channels: the reply on shell, and the ``idle``
+    status for that request on IOPub. Then IOPub is connected and everything the kernel published
+    before is behind it. jupyter_client's waits instead for 0.2 s of silence on IOPub, twice a step
+    (the step's own client and the one that makes the kernel new): 0.4 s a step of nothing."""
+
+    async def _async_wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else float("inf"))
+        while True:
+            asked = self.kernel_info()
+            try:
+                reply = await self._async_recv_reply(asked, timeout=1)
+            except TimeoutError:
+                reply = None
+            if reply is not None:
+                self._handle_kernel_info_reply(reply)
+                if await self._idle_after(asked, min(1.0, max(0.0, deadline - time.monotonic()))):
+                    return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _idle_after(self, asked: str, seconds: float) -> bool:
+        """Whether IOPub brings the ``idle`` status of request ``asked`` within ``seconds``
+        (dropping what comes before it)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            try:
+                msg = await self._async_get_iopub_msg(timeout=left)
+            except Empty:
+                return False
+            if (msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") == asked
+                    and msg["content"].get("execution_state") == "idle"):
+                return True
+        return False
+
+    wait_for_ready = run_sync(_async_wait_for_ready)
 
 
 class IpcKernelManager(KernelManager):
@@ -33,6 +80,7 @@ class IpcKernelManager(KernelManager):
     ``log_path`` when a run sets one, not to the terminal of the person running it."""
 
     log_path: Path | None = None
+    client_class = DottedObjectName("kbmigrate.run.kernel.ReadyClient")
 
     def __init__(self, **kwargs: Any) -> None:
         # Each kernel gets its sockets in a private folder: a shared prefix lets concurrent
@@ -85,7 +133,7 @@ class RunKernel:
 
     def for_step(self) -> IpcKernelManager:
         """A kernel ready for the next step: the run's own, made new, or a new one."""
-        if self._km is not None and not self._leave_last_step():
+        if self._km is not None and not self._leave_last_step(LEAVE_SECONDS):
             self.close()
         if self._km is None:
             km = self._class(kernel_name="python3")
@@ -93,7 +141,7 @@ class RunKernel:
             self._km, self.started = km, self.started + 1
         return self._km
 
-    def _leave_last_step(self) -> bool:
+    def _leave_last_step(self, seconds: float) -> bool:
         km = self._km
         assert km is not None
         if not km.is_alive():
@@ -102,8 +150,8 @@ class RunKernel:
         kc = km.client()
         kc.start_channels()
         try:
-            kc.wait_for_ready(timeout=LEAVE_SECONDS)
-            reply = kc.execute_interactive(LEAVE, silent=True, store_history=False, timeout=LEAVE_SECONDS,
+            kc.wait_for_ready(timeout=seconds)
+            reply = kc.execute_interactive(LEAVE, silent=True, store_history=False, timeout=seconds,
                                            output_hook=lambda msg: None)
             return bool(reply["content"].get("status") == "ok")
         except (RuntimeError, TimeoutError):
@@ -112,12 +160,20 @@ class RunKernel:
             km.close_clients()
 
     def close(self) -> None:
-        km, self._km = self._km, None
+        """The kernel shut down, after its last step has left when it still answers (its sessions
+        closed, its lock watcher's look on the server cancelled: nothing of the run stays behind on
+        the server once the run has ended, even after a failed step)."""
+        km = self._km
         if km is None:
             return
         try:
-            km.close_clients()
             if km.is_alive():
-                km.shutdown_kernel(now=True)  # its steps are done and saved, their transactions over
-        finally:
-            km.cleanup_resources()
+                self._leave_last_step(CLOSE_LEAVE_SECONDS)
+        finally:  # a second Ctrl-C while it leaves: shut down at once all the same
+            self._km = None
+            try:
+                km.close_clients()
+                if km.is_alive():
+                    km.shutdown_kernel(now=True)  # its steps are done and saved, their transactions over
+            finally:
+                km.cleanup_resources()
