@@ -40,6 +40,7 @@ from kbmigrate.errors import GateClosed, RollbackRefused, RollbackUndone
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT, RUNS_DIR, from_evidence, read_sql
 from kbmigrate.engine import transaction
+from kbmigrate.engine.statistics import analyzed
 
 KB_TABLES = ("knowledge_base", "knowledge_base_sections")
 PREPARE = "revert/rollback_prepare.sql"  # what the migration added, dropped before the restore script runs
@@ -307,25 +308,6 @@ def restore_in(conn: psycopg.Connection[Any], rollback_of: str, backup_of: tuple
         os.unlink(fh.name)
     detail["analyzed"] = analyzed(conn, [f"public.{t}" for t in in_dump])
     return detail
-
-
-def analyzed(conn: psycopg.Connection[Any], tables: list[str]) -> list[str] | str:
-    """Planner statistics for freshly restored ``tables`` (qualified names): a restored table has
-    none until autovacuum gets to it, and the application's queries (the rehearsal's second
-    update too) would be planned blind meanwhile. After COMMIT, outside the restore's locks:
-    ANALYZE takes SHARE UPDATE EXCLUSIVE, which blocks neither reads nor writes. Returns the
-    tables analyzed, or why not (the rollback stands either way; autovacuum will catch up)."""
-    if not tables:
-        return []
-    try:
-        conn.execute(sql.SQL("analyze {}").format(sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)))
-        if not conn.autocommit:  # its locks go at once
-            conn.commit()
-    except psycopg.Error as exc:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.rollback()
-        return f"not analyzed: {transaction.error_text(exc)}"
-    return tables
 
 
 def _diag_detail(exc: psycopg.Error) -> str:

@@ -6,7 +6,9 @@ writes its ledger row, all in one transaction and one round trip (``sql/engine/b
 The throttle's decision after a batch is recorded in the next batch's row: its size, why, and
 the pause before it. The state lives in
 the data itself, so after an interruption a new run simply starts over and finds only the
-entries not yet done (plus the quarantined ones, which it leaves as they are).
+entries not yet done (plus the quarantined ones, which it leaves as they are). When it has
+changed anything, ``knowledge_base`` is analyzed (``engine/statistics.py``): until then its
+``workspace_id`` statistics say what they said before the backfill.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kbmigrate.errors import StepFailed
 from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import read_sql
 from kbmigrate.engine.plan import Change
+from kbmigrate.engine.statistics import analyzed
 from kbmigrate.engine.throttle import Throttle
 from kbmigrate.engine import gates, transaction
 
@@ -78,5 +81,7 @@ def run(conn: psycopg.Connection[Any], change: Change, params: RunParams, run_id
     ok, why = verify_passes(conn, change, params, settings)
     if not ok:
         raise StepFailed(step=change.step, change=change.name, reason=f"verify failed: {why}")
+    if totals["updated"]:  # workspace_id's statistics said "all NULL": the policies' lookups planned on that
+        totals["analyzed"] = analyzed(conn, ["public.knowledge_base"])
     outcome = "applied" if totals["updated"] else "noop"
     return Outcome(change.name, outcome, totals["updated"], time.monotonic() - started, totals)
