@@ -168,3 +168,35 @@ def test_the_throttled_backfill_ends_where_the_plain_one_does(server: Target) ->
     finally:
         drop(server, slow)
         drop(server, plain)
+
+
+def test_a_step_gives_way_only_while_the_application_is_there(server: Target) -> None:
+    """The steps around the backfill yield as its batches do (engine/steps.py): with another client
+    of the database in a transaction, the step decides to give way and its index builds go without
+    parallel workers; with nobody else there, or with the throttle off, neither."""
+    from kbmigrate.engine.plan import for_step
+    from kbmigrate.engine.steps import yielding
+
+    target = new_demo(server, "kbt_gives_way")
+    run_id = "gives-way"
+    changes = for_step("02_schema", RunParams())
+    workers = "select current_setting('max_parallel_maintenance_workers')"
+    try:
+        with db.connect(target, autocommit=True, application_name=f"kbmigrate {run_id}") as conn:
+            default = db.scalar(conn, workers)
+            assert default != "0"  # else the check below could not fail
+            time.sleep(2.1)  # the sessions that made this database are gone, and not "active in the last 2 s"
+            assert not yielding(conn, changes, RunParams(), run_id)
+            assert db.scalar(conn, workers) == default
+            with db.connect(target, application_name=f"kbmigrate watch {run_id}") as own:
+                own.execute("select 1")  # the run's own session, in a transaction: not the application
+                assert not yielding(conn, changes, RunParams(), run_id)
+            with db.connect(target, application_name="the application") as app:
+                app.execute("select 1")  # in a transaction: the application is there
+                assert not yielding(conn, changes, RunParams(throttle=False), run_id)
+                assert db.scalar(conn, workers) == default
+                assert yielding(conn, changes, RunParams(), run_id)
+                assert db.scalar(conn, workers) == "0"
+                assert not yielding(conn, for_step("03_backfill", RunParams()), RunParams(), run_id)  # its batches give way themselves
+    finally:
+        drop(server, target)

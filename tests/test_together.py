@@ -61,9 +61,10 @@ def test_neighbouring_changes_cost_one_round_trip(server: Target) -> None:
     changes = for_step("02_schema", RunParams())
     # counted from the plan: each run of changes that are one transaction each is one round trip;
     # a concurrent build costs 4 (its verify, its intent with its bounds, the build, its record);
-    # and the gates ask a new session once which database it reaches (a kernel's knows it already)
+    # the gates ask a new session once which database it reaches (a kernel's knows it already);
+    # and the step asks once whether the application is there, to give way to it (engine/steps.py)
     runs = sum(1 for i, c in enumerate(changes) if not c.has("notx") and (i == 0 or changes[i - 1].has("notx")))
-    expected = runs + 4 * sum(1 for c in changes if c.has("notx")) + 1
+    expected = runs + 4 * sum(1 for c in changes if c.has("notx")) + 1 + 1
     try:
         host, port = target.params.get("host", "127.0.0.1"), int(target.params.get("port", "5432"))
         with delayed(host, port, 0) as proxy:

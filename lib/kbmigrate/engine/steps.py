@@ -1,16 +1,27 @@
 """Apply every change of one notebook step, in plan order: neighbours that are each one
-transaction go to the server together (``apply.apply_together``), one round trip for all."""
+transaction go to the server together (``apply.apply_together``), one round trip for all.
+
+While the application is there (``throttle``, and other client sessions present when the step
+begins), the step gives way between its changes as the backfill does between its batches: after
+each change (or neighbours sent together) a pause as long as it took, at most ``max_pause``, and
+its index builds without parallel workers, which on a small server take the cores the
+application's queries run on. No lock is held during a pause: each change has committed. Alone
+on the database the step runs at full speed."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 
+from kbmigrate import db
 from kbmigrate.engine import apply, backfill
 from kbmigrate.engine.apply import Outcome
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.plan import Change, for_step
+from kbmigrate.engine.throttle import MIN_PAUSE
+from kbmigrate.paths import read_sql
 
 
 def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_id: str,
@@ -19,19 +30,41 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
     changes = for_step(step, params)
     found = apply.present(conn, changes) if params.import_legacy is not False else set()  # one round trip for all
     waiting: list[Change] = []  # neighbours that go to the server together, in one round trip
+    gentle = yielding(conn, changes, params, run_id)
+
+    def given_way(outcomes: list[Outcome], took: float) -> None:
+        done.extend(outcomes)
+        if gentle and outcomes and took >= MIN_PAUSE:
+            pause = min(took, params.seconds("max_pause"))
+            outcomes[-1].detail["paused_after"] = round(pause, 3)
+            time.sleep(pause)
 
     def send() -> None:
-        done.extend(apply.apply_together(conn, waiting, params, run_id, found))
-        waiting.clear()
+        if waiting:
+            t0 = time.monotonic()
+            given_way(apply.apply_together(conn, waiting, params, run_id, found), time.monotonic() - t0)
+            waiting.clear()
 
     for change in changes:
         if apply.together(change, params):
             waiting.append(change)
             continue
         send()
-        if change.has("batched"):
+        t0 = time.monotonic()
+        if change.has("batched"):  # it gives way batch by batch (engine/throttle.py)
             done.append(backfill.run(conn, change, params, run_id, progress=progress))
         else:
-            done.append(apply.apply(conn, change, params, run_id, found))
+            given_way([apply.apply(conn, change, params, run_id, found)], time.monotonic() - t0)
     send()
     return done
+
+
+def yielding(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams, run_id: str) -> bool:
+    """Whether this step gives way to the application (the module's docstring): the throttle is on,
+    the step has more than the backfill to do, and other client sessions are present now."""
+    if not params.throttle or all(c.has("batched") for c in changes):
+        return False
+    present = int(db.rows(conn, read_sql("report/others_present.sql"), {"run_id": run_id})[0]["present"])
+    if present and any(c.has("notx") for c in changes):
+        conn.execute("set max_parallel_maintenance_workers = 0")  # this session's builds; it ends with the step
+    return present > 0
