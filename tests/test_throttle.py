@@ -175,7 +175,7 @@ def test_a_step_gives_way_only_while_the_application_is_there(server: Target) ->
     of the database in a transaction, the step decides to give way and its index builds go without
     parallel workers; with nobody else there, or with the throttle off, neither."""
     from kbmigrate.engine.plan import for_step
-    from kbmigrate.engine.steps import yielding
+    from kbmigrate.engine.steps import give_way_if_present as yielding
 
     target = new_demo(server, "kbt_gives_way")
     run_id = "gives-way"

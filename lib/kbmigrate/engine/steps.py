@@ -30,7 +30,7 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
     changes = for_step(step, params)
     found = apply.present(conn, changes) if params.import_legacy is not False else set()  # one round trip for all
     waiting: list[Change] = []  # neighbours that go to the server together, in one round trip
-    gentle = yielding(conn, changes, params, run_id)
+    gentle = give_way_if_present(conn, changes, params, run_id)
 
     def given_way(outcomes: list[Outcome], took: float) -> None:
         done.extend(outcomes)
@@ -50,21 +50,23 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
             waiting.append(change)
             continue
         send()
-        t0 = time.monotonic()
         if change.has("batched"):  # it gives way batch by batch (engine/throttle.py)
             done.append(backfill.run(conn, change, params, run_id, progress=progress))
         else:
+            t0 = time.monotonic()
             given_way([apply.apply(conn, change, params, run_id, found)], time.monotonic() - t0)
     send()
     return done
 
 
-def yielding(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams, run_id: str) -> bool:
+def give_way_if_present(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams, run_id: str) -> bool:
     """Whether this step gives way to the application (the module's docstring): the throttle is on,
-    the step has more than the backfill to do, and other client sessions are present now."""
+    the step has more than the backfill to do, and other client sessions are present now. When it
+    does and the step builds indexes, this session's builds go without parallel workers from here
+    on (a session setting: it ends with the step's session)."""
     if not params.throttle or all(c.has("batched") for c in changes):
         return False
-    present = int(db.rows(conn, read_sql("report/others_present.sql"), {"run_id": run_id})[0]["present"])
+    present = int(db.scalar(conn, read_sql("report/others_present.sql"), {"run_id": run_id}))
     if present and any(c.has("notx") for c in changes):
-        conn.execute("set max_parallel_maintenance_workers = 0")  # this session's builds; it ends with the step
+        conn.execute("set max_parallel_maintenance_workers = 0")
     return present > 0
