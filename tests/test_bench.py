@@ -78,3 +78,30 @@ def test_the_performance_doc_shows_the_committed_run() -> None:
     assert bench.table(results) == table
     rows = table[table.index("| figure |"):].strip()
     assert rows in (REPO_ROOT / "docs" / "performance.md").read_text()
+
+
+def test_the_members_load_runs_in_processes_of_its_own_and_commits(small_demo: Target) -> None:
+    """dev/load.py: the load's clients are connected while the work runs, each from a process of
+    its own (its session is named after its process id), and their edits commit."""
+    import os
+    import time
+
+    from kbmigrate import db
+    from kbmigrate.dev.limits import DEV
+    from kbmigrate.dev.load import during
+
+    seen: list[str] = []
+    with db.connect(small_demo, limits=DEV, autocommit=True) as conn:
+        xid = int(db.scalar(conn, "select pg_current_xact_id()::text::bigint"))
+
+        def work() -> None:
+            time.sleep(0.5)
+            seen.extend(r["application_name"] for r in db.rows(conn, """select application_name from pg_stat_activity
+                where application_name like 'kbmigrate bench load %%' and datname = current_database()"""))
+        timeline: list[tuple[float, float]] = []
+        latencies = during(small_demo, work, clients=3, timeline=timeline)
+        edited = int(db.scalar(conn, "select count(*) from public.knowledge_base where xmin::text::bigint > %s", (xid,)))
+    pids = {int(name.rsplit(" ", 1)[1]) for name in seen}
+    assert len(seen) == 3 and len(pids) == 3 and os.getpid() not in pids
+    assert latencies and len(latencies) == len(timeline) and [t for t, _ in timeline] == sorted(t for t, _ in timeline)
+    assert edited > 0  # (each transaction edits one entry; entries edited twice count once)

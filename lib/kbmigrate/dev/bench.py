@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import resource
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from kbmigrate import db
 from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import demo, remote
+from kbmigrate.dev.load import during as under_load
 from kbmigrate.dev.gating import gated
 from kbmigrate.engine import backfill, plan
 from kbmigrate.run import runner
@@ -258,46 +255,10 @@ class Bench:
                 "unthrottled_max_wait_seconds": off["max_wait_seconds"],
                 "runs": runs}
 
-    def _load(self, target: Target, during: Any, clients: int = 3, timeline: list[tuple[float, float]] | None = None) -> list[float]:
-        """Signed-in members reading and editing their entries from ``clients`` sessions while ``during()``
-        runs: each transaction's latency (and, into ``timeline``, when it ended and how long it took)."""
-        with db.connect(target, limits=DEV) as conn:
-            members = db.rows(conn, """select created_by as user_id, (array_agg(id order by id))[1:20] as ids
-                                       from public.knowledge_base where created_by is not null
-                                       group by created_by order by created_by limit 2000""")
-        stop = threading.Event()
-        latencies: list[float] = []
-        lock = threading.Lock()
-        read, write = read_sql("bench/load_read.sql"), read_sql("bench/load_write.sql")
-
-        def client(seed: int) -> None:
-            rng = random.Random(seed)
-            with db.connect(target, limits=DEV, autocommit=True, application_name="kbmigrate bench load") as conn:
-                while not stop.is_set():
-                    m = rng.choice(members)
-                    t0 = time.perf_counter()
-                    try:
-                        with conn.transaction():  # committed: the load's writes are real
-                            claim(conn, m["user_id"])
-                            conn.execute(read, {"ids": m["ids"]}).fetchall()
-                            conn.execute(write, {"id": rng.choice(m["ids"])})
-                    except psycopg.Error:
-                        pass
-                    t1 = time.perf_counter()
-                    with lock:
-                        latencies.append(t1 - t0)
-                        if timeline is not None:
-                            timeline.append((t1, t1 - t0))
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        try:
-            during()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join()
-        return latencies
+    def _load(self, target: Target, during: Any, clients: int = 3) -> list[float]:
+        """Signed-in members reading and editing their entries from ``clients`` processes while
+        ``during()`` runs: each transaction's latency (``dev/load.py``)."""
+        return under_load(target, during, clients)
 
     def run_figures(self) -> dict[str, Any]:
         """The whole ``kbmigrate run`` against what the original package did on an identical copy:
