@@ -354,3 +354,20 @@ def test_current_workspace_strategy_and_no_legacy_import(server: Target) -> None
         assert len(skipped) == 4 and all(r["detail"]["skipped"] == "import_legacy is false" for r in skipped)
     finally:
         drop(server, target)
+
+
+def test_a_long_list_sends_only_what_is_shown_and_says_how_long_it_is(small_demo: Target, capsys) -> None:
+    """runbook.first_rows / shown: the notebook's lists (03's quarantine and review lists) come
+    back as their first rows, in the list's own order, each knowing the whole list's length."""
+    from kbmigrate import runbook
+
+    query = "select id, title from public.knowledge_base order by id desc;"
+    with db.connect(small_demo) as conn:
+        whole = fetch(conn, query)
+        first, none = (runbook.table(t) for t in db.batch(conn, [(runbook.first_rows(query), None),
+                                                                 (runbook.first_rows(query.replace("order", "where false order")), None)]))
+    assert len(whole) > runbook.SHOWN  # else nothing is cut
+    assert list(first.id) == [r["id"] for r in whole[:runbook.SHOWN]] and set(first.of) == {len(whole)}
+    assert list(runbook.shown(first, "entries").columns) == ["id", "title"]
+    assert capsys.readouterr().out == f"{len(whole)} entries, the first {runbook.SHOWN} below\n"
+    assert runbook.shown(none, "entries").empty and capsys.readouterr().out == "0 entries\n"

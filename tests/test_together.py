@@ -83,6 +83,46 @@ def test_neighbouring_changes_cost_one_round_trip(server: Target) -> None:
         drop(server, target)
 
 
+def test_while_the_application_is_there_each_change_goes_on_its_own_and_a_pause_follows(server: Target) -> None:
+    """engine/steps.py: with another client of the database present, 02_schema's changes are sent
+    one by one (a round trip each: the application's queries run between them), and the run's
+    next change starts no sooner than the pause after the last one has ended."""
+    from datetime import timedelta
+
+    target = new_demo(server, "kbt_together_gentle", size="medium")  # its index builds take longer than MIN_PAUSE
+    run_id = "together-gentle"
+    changes = for_step("02_schema", RunParams())
+    # each change alone: 1 round trip, a concurrent build 4 (as above); the gates' 1; asking
+    # whether the application is there, 1; its index builds without parallel workers, 1
+    alone = sum(1 for c in changes if not c.has("notx")) + 4 * sum(1 for c in changes if c.has("notx")) + 1 + 1 + 1
+    try:
+        host, port = target.params.get("host", "127.0.0.1"), int(target.params.get("port", "5432"))
+        with delayed(host, port, 0) as proxy, db.connect(target, application_name="the application") as app:
+            far = target.via("127.0.0.1", proxy.port)
+            gated(far, run_id)
+            app.execute("select 1")  # in a transaction: the application is there
+            conn = db.connect(far, autocommit=True)
+            before = proxy.counts.snapshot()["round_trips"]
+            done = apply_step(conn, "02_schema", RunParams(), run_id, progress=False)
+            spent = proxy.counts.snapshot()["round_trips"] - before
+            conn.close()
+        assert [o.outcome for o in done] == ["applied"] * len(changes)
+        # (a change that meets autovacuum's lock on the fresh copy retries: a round trip more)
+        assert spent >= alone - 3, (spent, alone)  # sent together they would cost 17
+        with db.connect(target) as conn:
+            at = {r["change"]: r["applied_at"] for r in db.rows(
+                conn, "select change, applied_at from kbmigrate.ledger where run_id = %s and outcome = 'applied'", (run_id,))}
+        paused = [(o, n) for o, n in zip(done, done[1:]) if "paused_after" in o.detail]
+        assert len(paused) >= 3, paused  # at this size, at least its three index builds
+        for o, n in paused:  # (the ledger's clock is the server's: the next change's row comes after the pause)
+            assert at[n.change] - at[o.change] >= timedelta(seconds=o.detail["paused_after"]), (o.change, n.change)
+        most = RunParams().seconds("max_pause")  # a change that says how long the server worked pauses as long
+        assert all(o.detail["paused_after"] == round(min(o.detail["held_seconds"], most), 3)
+                   for o, _ in paused if "held_seconds" in o.detail), paused
+    finally:
+        drop(server, target)
+
+
 def test_an_empty_result_keeps_its_columns(small_demo: Target) -> None:
     """06 reads who lost access to their own entries; on a database where nobody did, the cells
     that use its columns must still find them (a table without columns fails on ``.user_id``)."""

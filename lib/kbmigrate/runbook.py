@@ -346,6 +346,23 @@ def _nulls(df: pd.DataFrame) -> pd.DataFrame:
     return df.apply(lambda col: col.where(col.notna(), "NULL") if col.dtype == object else col)
 
 
+SHOWN = 50  # rows of a long list a notebook shows; the list itself stays in its table
+
+
+def first_rows(query: str) -> str:
+    """``query`` (one statement, in its own order) cut to its first ``SHOWN`` rows, each with
+    ``of``: how many rows the whole list has. The server counts; only what is shown is sent."""
+    return f"select q.*, count(*) over () as of from ({query.rstrip().rstrip(';')}) q limit {SHOWN}"
+
+
+def shown(rows: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Print how many ``what`` there are (and that only the first are below), and return the rows
+    without their ``of`` column (``first_rows``)."""
+    total = int(rows["of"].iloc[0]) if len(rows) else 0
+    print(f"{total} {what}" + (f", the first {len(rows)} below" if total > len(rows) else ""))
+    return rows.drop(columns="of")
+
+
 def chart_label(text: str, fallback: str) -> str:
     """A chart label the chart's font can draw: the text itself, its Latin letters, or ``fallback``
     (a label with a glyph the font lacks prints a warning and a box instead of the character)."""

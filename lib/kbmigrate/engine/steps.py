@@ -2,11 +2,13 @@
 transaction go to the server together (``apply.apply_together``), one round trip for all.
 
 While the application is there (``throttle``, and other client sessions present when the step
-begins), the step gives way between its changes as the backfill does between its batches: after
-each change (or neighbours sent together) a pause as long as it took, at most ``max_pause``, and
-its index builds without parallel workers, which on a small server take the cores the
-application's queries run on. No lock is held during a pause: each change has committed. Alone
-on the database the step runs at full speed."""
+begins), the step gives way between its changes as the backfill does between its batches: each
+change goes on its own (a round trip each, so that the application's queries run between them),
+followed by a pause as long as the server worked on it (its ``held_seconds``; the wall time where
+the server did not say, as for an index build), at most ``max_pause``; and its index builds go
+without parallel workers, which on a small server take the cores the application's queries run
+on. No lock is held during a pause: each change has committed. Alone on the database the step
+runs at full speed, its neighbours together."""
 
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
 
     def given_way(outcomes: list[Outcome], took: float) -> None:
         done.extend(outcomes)
-        if gentle and outcomes and took >= MIN_PAUSE:
-            pause = min(took, params.seconds("max_pause"))
+        worked = server_seconds(outcomes, took)
+        if gentle and outcomes and worked >= MIN_PAUSE:
+            pause = min(worked, params.seconds("max_pause"))
             outcomes[-1].detail["paused_after"] = round(pause, 3)
             time.sleep(pause)
 
@@ -46,7 +49,7 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
             waiting.clear()
 
     for change in changes:
-        if apply.together(change, params):
+        if apply.together(change, params) and not gentle:
             waiting.append(change)
             continue
         send()
@@ -57,6 +60,16 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
             given_way([apply.apply(conn, change, params, run_id, found)], time.monotonic() - t0)
     send()
     return done
+
+
+def server_seconds(outcomes: list[Outcome], took: float) -> float:
+    """How long the server worked on ``outcomes``: their ``held_seconds`` (from each change's first
+    statement to its COMMIT, read on the server), or ``took``, the wall time round trips included,
+    when one that was applied did not say."""
+    held = [o.detail.get("held_seconds") for o in outcomes if o.outcome == "applied"]
+    if any(h is None for h in held):
+        return took
+    return float(sum(held))
 
 
 def give_way_if_present(conn: psycopg.Connection[Any], changes: list[Change], params: RunParams, run_id: str) -> bool:
