@@ -105,3 +105,37 @@ def test_the_members_load_runs_in_processes_of_its_own_and_commits(small_demo: T
     assert len(seen) == 3 and len(pids) == 3 and os.getpid() not in pids
     assert latencies and len(latencies) == len(timeline) and [t for t, _ in timeline] == sorted(t for t, _ in timeline)
     assert edited > 0  # (each transaction edits one entry; entries edited twice count once)
+
+
+def test_a_bench_killed_outright_leaves_no_load_behind(small_demo: Target) -> None:
+    """A bench killed with SIGKILL runs no cleanup; its load clients notice that their parent is
+    gone and end (before this, they kept loading the server until someone killed them)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kbmigrate import db
+    from kbmigrate.dev.limits import DEV
+
+    script = ("import os, time\nfrom kbmigrate.conninfo import Target\nfrom kbmigrate.dev.load import during\n"
+              "if __name__ == '__main__':\n"  # (the connection in the environment: never on a command line)
+              "    target = Target(os.environ['KBT_LOAD_TARGET'], 'dsn')\n"
+              "    during(target, lambda: (print('loading', flush=True), time.sleep(600)))\n")
+    count = ("select count(*) from pg_stat_activity where application_name like 'kbmigrate bench load %%' "
+             "and datname = current_database()")
+    bench = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "KBT_LOAD_TARGET": small_demo.conninfo})
+    try:
+        assert bench.stdout is not None and bench.stdout.readline() == "loading\n"
+        with db.connect(small_demo, limits=DEV, autocommit=True) as conn:
+            assert int(db.scalar(conn, count)) == 3
+            os.kill(bench.pid, signal.SIGKILL)
+            bench.wait(10)
+            deadline = time.monotonic() + 15
+            while int(db.scalar(conn, count)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert int(db.scalar(conn, count)) == 0
+    finally:
+        bench.kill()

@@ -38,7 +38,8 @@ def members(target: Target, limit: int = 2000) -> list[tuple[uuid.UUID, list[uui
     return [(r["user_id"], list(r["ids"])) for r in rows]
 
 
-def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: int, stop: Any, ready: Any, out: Any) -> None:
+def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: int, parent: int, stop: Any, ready: Any,
+            out: Any) -> None:
     """One client: a transaction after another until ``stop``; (ended at, seconds) of each, sent at
     the end. Its session is named after its process."""
     rng = random.Random(seed)
@@ -46,7 +47,7 @@ def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: 
     done: list[tuple[float, float]] = []
     with db.connect(target, limits=DEV, autocommit=True, application_name=f"kbmigrate bench load {os.getpid()}") as conn:
         ready.set()
-        while not stop.is_set():
+        while not stop.is_set() and os.getppid() == parent:  # a bench killed outright leaves no load behind
             user_id, ids = rng.choice(who)
             t0 = time.perf_counter()
             try:
@@ -73,7 +74,7 @@ def during(target: Target, work: Callable[[], None], clients: int = 3,
     for seed in range(clients):
         ready = spawn.Event()
         receive, send = spawn.Pipe(duplex=False)
-        p = spawn.Process(target=_client, args=(target, who, seed, stop, ready, send), daemon=True)
+        p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send), daemon=True)
         p.start()
         procs.append(p), pipes.append(receive), readies.append(ready)
     got: list[tuple[float, float]] = []

@@ -19,6 +19,7 @@ knowledge base directly on the server every 10 ms:
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -37,12 +38,12 @@ DELAYS_MS = (0, 50, 150)
 PROBE_EVERY = 0.010
 
 
-def _read(target: Target, stop: Any, ready: Any, out: Any) -> None:
+def _read(target: Target, parent: int, stop: Any, ready: Any, out: Any) -> None:
     """The application's reader, in a process of its own (``application_reading``)."""
     waits: list[float] = []
     with db.connect(target, limits=DEV, autocommit=True, application_name="bench application") as conn:
         ready.set()
-        while not stop.is_set():
+        while not stop.is_set() and os.getppid() == parent:  # a bench killed outright leaves no reader behind
             t0 = time.perf_counter()
             conn.execute("select id, title from public.knowledge_base order by created_at desc limit 1").fetchall()
             waits.append(time.perf_counter() - t0)
@@ -61,7 +62,7 @@ def application_reading(target: Target) -> Iterator[list[float]]:
     spawn = multiprocessing.get_context("spawn")
     stop, ready = spawn.Event(), spawn.Event()
     results, out = spawn.Pipe(duplex=False)
-    reader = spawn.Process(target=_read, args=(target, stop, ready, out), daemon=True)
+    reader = spawn.Process(target=_read, args=(target, os.getpid(), stop, ready, out), daemon=True)
     reader.start()
     try:
         if not ready.wait(60):
