@@ -210,8 +210,8 @@ class Bench:
             for i in range(pairs + 1):
                 throttled = i < pairs
                 self.echo(f"  traffic pair {i + 1}/{pairs}" if throttled else "  traffic: one busy run without the throttle")
-                quiet = self._load(idle, lambda: time.sleep(seconds))
-                quiet_before = self._load(before, lambda: time.sleep(seconds))
+                quiet = under_load(idle, lambda: time.sleep(seconds))
+                quiet_before = under_load(before, lambda: time.sleep(seconds))
                 busy = self.gated_copy("bench-traffic")
                 try:
                     params = RunParams(throttle=throttled)
@@ -223,7 +223,7 @@ class Bench:
                             for step in CHANGING_STEPS:
                                 apply_step(conn, step, params, "bench-traffic", progress=False)
                             took["seconds"] = time.perf_counter() - t0
-                    loaded = self._load(busy, migrate)
+                    loaded = under_load(busy, migrate)
                 finally:
                     self.drop(busy)
                 runs.append({"throttle": throttled, "idle_p95_ms": round(_p95(quiet) * 1000, 3),
@@ -254,11 +254,6 @@ class Bench:
                 "unthrottled_p95_over_idle": off["p95_over_idle"],
                 "unthrottled_max_wait_seconds": off["max_wait_seconds"],
                 "runs": runs}
-
-    def _load(self, target: Target, during: Any, clients: int = 3) -> list[float]:
-        """Signed-in members reading and editing their entries from ``clients`` processes while
-        ``during()`` runs: each transaction's latency (``dev/load.py``)."""
-        return under_load(target, during, clients)
 
     def run_figures(self) -> dict[str, Any]:
         """The whole ``kbmigrate run`` against what the original package did on an identical copy:

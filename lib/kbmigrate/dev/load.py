@@ -70,13 +70,17 @@ def during(target: Target, work: Callable[[], None], clients: int = 3,
     who = members(target)
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
-    procs, pipes, readies = [], [], []
+    procs: list[Any] = []
+    pipes: list[Any] = []
+    readies: list[Any] = []
     for seed in range(clients):
         ready = spawn.Event()
         receive, send = spawn.Pipe(duplex=False)
         p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send), daemon=True)
         p.start()
-        procs.append(p), pipes.append(receive), readies.append(ready)
+        procs.append(p)
+        pipes.append(receive)
+        readies.append(ready)
     got: list[tuple[float, float]] = []
     try:
         deadline = time.monotonic() + READY_SECONDS
