@@ -95,14 +95,49 @@ def test_kbmigrate_run_killed_at_random_is_resumed_to_the_same_result(server: Ta
     """SIGKILL to `kbmigrate run` alone, at a random moment of a random changing step: its kernel
     is orphaned and holds the database until it notices, then `--resume` finishes the run."""
     rng = random.Random(seed)
-    step, delay = rng.choice(STEPS), rng.uniform(0.0, 2.0)
+    # within about a step of its start (02-05 take 0.3-1 s each here): a later kill would find the
+    # run ended, and prove nothing
+    step, delay = rng.choice(STEPS), rng.uniform(0.0, 1.0)
     target = new_demo(server, "kbt_crash_rnd")
     run_id = f"crash-rnd-{seed}-{os.getpid()}"
     try:
-        _kill_when_running(target, run_id, step, delay, ["-p", f"batch_size={reference['params'].batch_size}"])
+        killed = _kill_when_running(target, run_id, step, delay, ["-p", f"batch_size={reference['params'].batch_size}"])
+        assert killed == -signal.SIGKILL, f"the run ended by itself (exit {killed}) before it was killed {delay:.2f} s into {step}"
         done = resume_until_done(target, run_id)
         assert done.returncode == 0, f"killed {delay:.2f} s into {step}: {done.stderr}"
         assert manifest(run_id)["status"] == "succeeded"
         assert state(target) == reference["state"], f"killed {delay:.2f} s into {step}, the result differs"
+    finally:
+        drop(server, target)
+
+
+def test_a_run_stopped_after_its_last_step_is_closed_by_resume(server: Target, reference: dict[str, Any]) -> None:
+    """Killed after its last step succeeded and before its report and seal: the manifest on disk
+    still says "running" (``Run.finish`` writes the final status with its report in one write);
+    ``--resume`` runs no step, closes the run, and ``kbmigrate verify`` accepts its seal."""
+    target = new_demo(server, "kbt_crash_close")
+    run_id = f"crash-close-{os.getpid()}"
+    try:
+        whole = subprocess.run([str(EXE), "run", "--auto-approve", "--dsn", target.conninfo, "--run-id", run_id, "--no-progress",
+                                "-p", f"batch_size={reference['params'].batch_size}"],
+                               capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+        assert whole.returncode == 0, whole.stderr
+        path = RUNS_DIR / run_id / "manifest.json"
+        stopped = manifest(run_id)
+        steps_before = [(s["step"], s["attempt"]) for s in stopped["steps"]]
+        stopped["status"] = "running"  # as the manifest stood when the last step ended
+        for key in ("report", "ended_at", "changed", "changes_by_change"):
+            stopped.pop(key)
+        path.write_text(json.dumps(stopped, indent=2))
+        (RUNS_DIR / run_id / "report.html").unlink()
+        done = resume_until_done(target, run_id)
+        assert done.returncode == 0, done.stderr
+        closed = manifest(run_id)
+        assert closed["status"] == "succeeded" and closed["resumed"][-1]["steps"] == []
+        assert [(s["step"], s["attempt"]) for s in closed["steps"]] == steps_before  # no step ran again
+        assert closed["changed"] and (RUNS_DIR / run_id / "report.html").exists()
+        verified = subprocess.run([str(EXE), "verify", "--dsn", target.conninfo, run_id],
+                                  capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
         drop(server, target)

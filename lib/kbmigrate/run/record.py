@@ -113,13 +113,11 @@ class Run:
         return {s.step for s in self.steps if s.status == "succeeded"}
 
     def remaining(self) -> list[str]:
-        """The steps of the run not yet succeeded, in its order."""
+        """The steps of the run not yet succeeded, in its order: none when the run was stopped after
+        its last step and before it was closed (its report, its seal), which resuming then does."""
         order = self.data.get("plan") or (["07_rollback"] if "rollback_of" in self.data.get("parameters", {})
                                           else list(plan.STEPS))
-        left = [s for s in order if s not in self.done_steps()]
-        if not left:
-            raise BadParameter(name="--resume", reason=f"every step of run {self.run_id} has succeeded; nothing to resume")
-        return left
+        return [s for s in order if s not in self.done_steps()]
 
     def extend_plan(self, steps: list[str]) -> None:
         """Steps named to run inside this run (``--resume RUN --only STEP``) join its plan."""
@@ -190,13 +188,14 @@ class Run:
         self.take_gates()
         if interrupted:
             self.data["interrupted"] = interrupted
-        self.data["ended_at"] = manifest.utc_now()
-        self.data["status"] = status
         rows = ledger.for_run(conn, self.run_id)  # read once for both
         self.data["changed"] = summary.numbers(conn, self.run_id, rows)
         self.data["changes_by_change"] = compare.per_change(conn, self.run_id, rows)  # beside its rehearsal in the report
-        self.save()
-        self.data["report"] = report.build(self.run_id)
+        self.data["ended_at"] = manifest.utc_now()
+        self.data["status"] = status
+        # The manifest on disk takes its final status in one write, with its report: a run killed
+        # before it is still "running", and --resume closes it (``remaining`` may then be empty).
+        self.data["report"] = report.build(self.run_id, self.as_dict())
         self.save()
 
     def seal(self, conn: psycopg.Connection[Any]) -> str | None:

@@ -216,10 +216,11 @@ def summary_html(record: dict[str, Any]) -> str:
     return "\n".join(p for p in parts if p)  # a blank line would end the HTML block of the markdown cell
 
 
-def build(run_id: str) -> dict[str, str]:
-    """Write runs/<run_id>/report.html from the run folder; returns its path and sha256."""
+def build(run_id: str, record: dict[str, Any] | None = None) -> dict[str, str]:
+    """Write runs/<run_id>/report.html from the run folder and its manifest (``record``, or the one
+    on disk); returns its path and sha256."""
     folder = RUNS_DIR / run_id
-    record = manifest.load(run_id)
+    record = record if record is not None else manifest.load(run_id)
     book = new_notebook()
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     book.cells.append(new_markdown_cell(summary_html(record)))

@@ -168,6 +168,9 @@ def run(target: Target, params: RunParams, *, run_id: str | None = None, backup_
             resumed.extend_plan(steps)
         else:
             steps = resumed.remaining()
+            if not steps:
+                echo(f"Every step of run {run_id} has succeeded; it was stopped before it was closed: "
+                     "writing its report and sealing it.")
         if new_backup and "01_backup" not in steps:
             order = resumed.data.get("plan") or list(plan.STEPS)
             steps = [s for s in order if s in {*steps, "01_backup"}]
