@@ -64,23 +64,26 @@ def _step_through(browser: Any, url: str, notebook: Path, *, save: bool) -> None
         f"const t = document.querySelector('.jp-mod-current .lm-TabBar-tabLabel, .lm-TabBar-tab.jp-mod-current');"
         f"return t && t.textContent.includes('{name}') && document.querySelector('{PANEL} .jp-Cell');"))
     _wait("the kernel", lambda: browser.execute_script(IDLE), 90)
-    first_active = (f"const c = document.querySelectorAll('{PANEL} .jp-Cell');"
-                    "return c.length > 0 && c[0].classList.contains('jp-mod-active') && "
-                    "!document.querySelector('.jp-Dialog');")
+    active = (f"const c = document.querySelectorAll('{PANEL} .jp-Cell');"
+              "return c.length > INDEX && c[INDEX].classList.contains('jp-mod-active') && "
+              f"!document.querySelector('.jp-Dialog') && !document.querySelector('{PANEL} .jp-mod-editMode');")
 
-    def on_first_cell() -> bool:
-        """The first cell active, in command mode: what a DBA sees before the first Shift+Enter. A
-        notebook that renders again while it settles may make another cell active (under load, the
-        last one: the Shift+Enters then ran nothing), so this is checked, not assumed."""
+    def on_cell(i: int) -> bool:
+        """Cell ``i`` active, in command mode: what a DBA sees before its Shift+Enter. A notebook
+        that renders again while it settles may make another cell active (under load, the last
+        one: the Shift+Enters then ran nothing; or a later one: the parameters never ran), so
+        this is checked before each Shift+Enter, not assumed."""
+        if browser.execute_script(active.replace("INDEX", str(i))):
+            return True
         try:
-            first = browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell")[0]
-            ActionChains(browser).move_to_element(first).click().send_keys(Keys.ESCAPE).perform()
+            cell = browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell")[i]
+            ActionChains(browser).move_to_element(cell).click().send_keys(Keys.ESCAPE).perform()
         except (StaleElementReferenceException, IndexError):
             return False
         time.sleep(0.3)
-        return bool(browser.execute_script(first_active))
-    _wait("the first cell to be active", on_first_cell, 60)
-    for _ in range(cells):
+        return bool(browser.execute_script(active.replace("INDEX", str(i))))
+    for i in range(cells):
+        _wait(f"cell {i + 1} of {name} to be active", lambda: on_cell(i), 60)
         ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
         time.sleep(0.15)
 
