@@ -9,6 +9,7 @@ import statistics
 
 from kbmigrate.dev import bench
 from kbmigrate.conninfo import Target
+from kbmigrate.engine.params import RunParams
 from kbmigrate.paths import REPO_ROOT
 
 KEYS = ["dataset.kb_rows", "dataset.workspaces", "dataset.users", "backfill.batched_over_single",
@@ -37,6 +38,10 @@ def test_bench_writes_well_formed_results(server: Target, tmp_path, monkeypatch)
     assert isinstance(on_disk["machine"]["cores"], str) and isinstance(on_disk["postgres_version"], str)
 
     traffic = on_disk["traffic"]  # medians of the throttled pairs, and one run without the throttle
+    # the calibration: a core's share taken at the throttle's share of the time, and at half
+    assert traffic["work_share"] == RunParams().work_share
+    assert set(traffic["cpu_burn_p95_over_idle"]) == {str(traffic["work_share"]), "0.5"}
+    assert all(v > 0 for v in traffic["cpu_burn_p95_over_idle"].values())
     on = [r for r in traffic["runs"] if r["throttle"]]
     assert len(on) == traffic["pairs"] == 2 and len(traffic["runs"]) == 3
     assert traffic["p95_over_idle"] == round(statistics.median(r["p95_over_idle"] for r in on), 3)

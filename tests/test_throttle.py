@@ -10,12 +10,14 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 from kbmigrate import db
 from kbmigrate.conninfo import Target
 from kbmigrate.engine.params import RunParams
 from kbmigrate.engine.steps import apply_step
 from kbmigrate.engine.throttle import MIN_BATCH, Throttle
+from kbmigrate.errors import BadParameter
 from kbmigrate.paths import read_sql
 
 from conftest import drop, new_demo, gated
@@ -46,13 +48,25 @@ def test_with_nobody_else_there_a_slow_batch_shrinks_without_pausing() -> None:
     assert d.next_size == max(MIN_BATCH, 250 // 4) and d.pause >= 0.8
 
 
-def test_with_others_present_it_works_at_most_half_the_time() -> None:
-    t = throttle()
+@pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
+def test_with_others_present_it_works_at_most_its_share_of_the_time(share: float) -> None:
+    t = throttle(work_share=share)
     for seconds in (0.05, 0.15, 0.19, 0.05):  # fast or on target, nobody waiting: no back-off
         d = t.after_batch(seconds=seconds, waiting=0, active=0, present=2)
-        assert d.pause >= seconds and not d.backed_off
+        assert seconds / (seconds + d.pause) <= share + 0.01 and not d.backed_off, (seconds, d.pause)
     d = t.after_batch(seconds=0.05, waiting=0, active=0, present=0)  # they left: full speed again
     assert d.pause < 0.05
+
+
+def test_the_steps_pause_makes_their_work_its_share_of_the_time() -> None:
+    """engine/steps.py pauses after each change while the application is there (bounded by max_pause)."""
+    assert RunParams(work_share=0.25).pause_after(0.1) == pytest.approx(0.3)
+    assert RunParams(work_share=0.5).pause_after(0.1) == pytest.approx(0.1)
+    assert RunParams(work_share=1).pause_after(0.1) == 0
+    assert RunParams(work_share=0.25, max_pause="2s").pause_after(10) == 2.0
+    for bad in (0, 0.01, 1.5, True, "half"):
+        with pytest.raises(BadParameter, match="work_share"):
+            RunParams(work_share=bad).validate()  # type: ignore[arg-type]
 
 
 def test_sessions_waiting_on_its_locks_make_it_back_off_even_when_fast() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from kbmigrate import db
 from kbmigrate.dev.limits import DEV
 from kbmigrate.dev import demo, remote
-from kbmigrate.dev.load import during as under_load
+from kbmigrate.dev.load import cpu_burn, during as under_load
 from kbmigrate.dev.gating import gated
 from kbmigrate.engine import backfill, plan
 from kbmigrate.run import runner
@@ -206,7 +206,15 @@ class Bench:
         the before-state is measured in each pair too (``p95_over_idle_before``: information)."""
         idle, before = self.migrated(), self.copy()
         runs: list[dict[str, Any]] = []
+        share = RunParams().work_share
         try:
+            # the calibration: a session that only takes a core (no table, no lock), at the share of
+            # the time the throttled steps work while the application is there, and at half of it
+            burn = {}
+            for duty in sorted({share, 0.5}):
+                quiet = under_load(idle, lambda: time.sleep(seconds))
+                burnt = under_load(idle, cpu_burn(idle, duty, seconds))
+                burn[str(duty)] = round(_p95(burnt) / _p95(quiet), 3)
             for i in range(pairs + 1):
                 throttled = i < pairs
                 self.echo(f"  traffic pair {i + 1}/{pairs}" if throttled else "  traffic: one busy run without the throttle")
@@ -239,7 +247,8 @@ class Bench:
         on = [r for r in runs if r["throttle"]]
         off = next(r for r in runs if not r["throttle"])
         med = lambda key: statistics.median(r[key] for r in on)  # noqa: E731
-        return {"pairs": len(on), "steps": list(CHANGING_STEPS),
+        return {"pairs": len(on), "steps": list(CHANGING_STEPS), "work_share": share,
+                "cpu_burn_p95_over_idle": burn,
                 "p95_over_idle": round(med("p95_over_idle"), 3),
                 "p95_over_idle_spread": [min(r["p95_over_idle"] for r in on), max(r["p95_over_idle"] for r in on)],
                 "p95_over_idle_before": round(med("p95_over_idle_before"), 3),
@@ -476,7 +485,7 @@ TARGETS = [("backfill.batched_over_single", 1.3), ("backfill.max_batch_seconds",
            ("scale.time_ratio_1m_over_100k", 11.0), ("remote.round_trips", 300), ("remote.added_seconds_50ms", 15.0),
            ("remote.app_extra_wait_150ms", 150), ("rehearsal.max_budget_used", 1.0)]
 # reported, no limit
-FIGURES = ["traffic.p95_over_idle_spread", "traffic.p95_over_idle_before", "traffic.after_over_before_idle_p95", "traffic.max_wait_seconds_spread", "traffic.unthrottled_p95_over_idle",
+FIGURES = ["traffic.work_share", "traffic.cpu_burn_p95_over_idle", "traffic.p95_over_idle_spread", "traffic.p95_over_idle_before", "traffic.after_over_before_idle_p95", "traffic.max_wait_seconds_spread", "traffic.unthrottled_p95_over_idle",
            "traffic.migration_seconds", "traffic.unthrottled_migration_seconds", "traffic.throttle_cost_seconds",
            "run.seconds", "run.over_seed", "seed.seconds", "seed.pg_dump_seconds", "seed.psql_seconds",
            "run.app_tables_changing_seconds", "run.notebook_overhead_seconds", "rls.secdef_over_policy",

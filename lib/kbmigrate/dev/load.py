@@ -39,17 +39,26 @@ def members(target: Target, limit: int = 2000) -> list[tuple[uuid.UUID, list[uui
 
 
 def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: int, parent: int, stop: Any, ready: Any,
-            out: Any) -> None:
-    """One client: a transaction after another until ``stop``; (ended at, seconds) of each, sent at
-    the end. Its session is named after its process."""
+            out: Any, rate: float | None = None) -> None:
+    """One client until ``stop``: a transaction after another (``rate`` None: a closed loop, as
+    fast as the server answers), or ``rate`` a second on average, arriving at random (Poisson)
+    whether the last one has finished or not. Each transaction's seconds count from when it
+    arrived, so a client held up counts the wait of those queued behind it (no coordinated
+    omission). (ended at, seconds) of each, sent at the end; its session is named after its process."""
     rng = random.Random(seed)
     read, write = read_sql("bench/load_read.sql"), read_sql("bench/load_write.sql")
     done: list[tuple[float, float]] = []
     with db.connect(target, limits=DEV, autocommit=True, application_name=f"kbmigrate bench load {os.getpid()}") as conn:
         ready.set()
+        arrives = time.perf_counter()
         while not stop.is_set() and os.getppid() == parent:  # a bench killed outright leaves no load behind
             user_id, ids = rng.choice(who)
-            t0 = time.perf_counter()
+            if rate:
+                arrives += rng.expovariate(rate)
+                time.sleep(max(0.0, arrives - time.perf_counter()))
+                t0 = arrives
+            else:
+                t0 = time.perf_counter()
             try:
                 with conn.transaction():  # committed: the load's writes are real
                     claim(conn, user_id)
@@ -63,10 +72,11 @@ def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: 
 
 
 def during(target: Target, work: Callable[[], None], clients: int = 3,
-           timeline: list[tuple[float, float]] | None = None) -> list[float]:
+           timeline: list[tuple[float, float]] | None = None, rate: float | None = None) -> list[float]:
     """Run ``work()`` while ``clients`` member processes use ``target``: each transaction's seconds
-    (and, into ``timeline``, when each ended and how long it took). The load is connected before
-    ``work`` starts and stops when it returns."""
+    (and, into ``timeline``, when each ended and how long it took). ``rate``: each client's
+    transactions a second (``_client``); None, as many as the server takes. The load is connected
+    before ``work`` starts and stops when it returns."""
     who = members(target)
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
@@ -76,7 +86,7 @@ def during(target: Target, work: Callable[[], None], clients: int = 3,
     for seed in range(clients):
         ready = spawn.Event()
         receive, send = spawn.Pipe(duplex=False)
-        p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send), daemon=True)
+        p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send, rate), daemon=True)
         p.start()
         procs.append(p)
         pipes.append(receive)
@@ -102,3 +112,22 @@ def during(target: Target, work: Callable[[], None], clients: int = 3,
     if timeline is not None:
         timeline.extend(got)
     return [seconds for _, seconds in got]
+
+
+def cpu_burn(target: Target, share: float, seconds: float, chunk: float = 0.25) -> Callable[[], None]:
+    """Work for ``during``: a session that only burns a core (``sql/bench/cpu_burn.sql``), ``share``
+    of the time (each burn of about ``chunk`` seconds followed by its pause), for ``seconds``."""
+    burn = read_sql("bench/cpu_burn.sql")
+
+    def work() -> None:
+        with db.connect(target, limits=DEV, autocommit=True, application_name="kbmigrate bench burn") as conn:
+            n = 1_000_000
+            t0 = time.perf_counter()
+            conn.execute(burn, {"n": n})
+            n = max(1, int(n * chunk / (time.perf_counter() - t0)))
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                conn.execute(burn, {"n": n})
+                time.sleep((time.perf_counter() - t0) * (1 - share) / share)
+    return work

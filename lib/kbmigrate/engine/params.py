@@ -35,6 +35,7 @@ class RunParams:
     throttle: bool = True                  # the backfill adapts batch size and pauses to what it costs the application
     batch_target: str = "250ms"            # the longest a backfill batch should hold its row locks
     max_pause: str = "2s"                  # the longest pause the throttle puts between two batches
+    work_share: float = 0.25               # while the application is there, 02-05 work at most this share of the time (1: no pauses)
     import_legacy: bool | None = None      # None: yes when legacy tables exist
     lock_timeout: str = "1s"
     statement_timeout: str = "5min"
@@ -73,6 +74,10 @@ class RunParams:
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 1 <= margin <= 1000:
             raise BadParameter(name="lock_budget_margin", reason=f"{margin!r} is not a number from 1 to 1000 "
                                                                  "(times the rehearsed lock time)")
+        share = self.work_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.05 <= share <= 1:
+            raise BadParameter(name="work_share", reason=f"{share!r} is not a number from 0.05 to 1 (the share of the "
+                                                         "time the changing steps work while the application is there)")
         if self.rehearse_on not in REHEARSE_ON:
             raise BadParameter(name="rehearse_on", reason=f"{self.rehearse_on!r} is not local (the embedded server) "
                                                           "or target (a scratch database on the target's server)")
@@ -83,6 +88,11 @@ class RunParams:
 
         legacy.read(self.legacy_sources_path())
         return self
+
+    def pause_after(self, worked: float) -> float:
+        """While the application is there: the pause after ``worked`` seconds of the server's work,
+        so that the work is ``work_share`` of the time; at most ``max_pause``."""
+        return min(worked * (1 - self.work_share) / self.work_share, self.seconds("max_pause"))
 
     @property
     def membership_split(self) -> tuple[str, str]:

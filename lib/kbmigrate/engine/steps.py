@@ -4,8 +4,9 @@ transaction go to the server together (``apply.apply_together``), one round trip
 While the application is there (``throttle``, and other client sessions present when the step
 begins), the step gives way between its changes as the backfill does between its batches: each
 change goes on its own (a round trip each, so that the application's queries run between them),
-followed by a pause as long as the server worked on it (its ``held_seconds``; the wall time where
-the server did not say, as for an index build), at most ``max_pause``; and its index builds go
+followed by a pause that makes the server's work on it (its ``held_seconds``; the wall time where
+the server did not say, as for an index build) ``work_share`` of the time, at most ``max_pause``
+(``RunParams.pause_after``); and its index builds go
 without parallel workers, which on a small server take the cores the application's queries run
 on. No lock is held during a pause: each change has committed. Alone on the database the step
 runs at full speed, its neighbours together."""
@@ -38,7 +39,7 @@ def apply_step(conn: psycopg.Connection[Any], step: str, params: RunParams, run_
         done.extend(outcomes)
         worked = server_seconds(outcomes, took)
         if gentle and outcomes and worked >= MIN_PAUSE:
-            pause = min(worked, params.seconds("max_pause"))
+            pause = params.pause_after(worked)
             outcomes[-1].detail["paused_after"] = round(pause, 3)
             time.sleep(pause)
 

@@ -22,8 +22,9 @@ The rule (multiplicative decrease, gentle increase; bounded):
   ``batch_size``, and the pause halves;
 - otherwise: as it is, the pause easing off;
 - and whenever other client sessions are present (running, in a transaction, or active in the
-  last 2 s), the pause is at least as long as the batch held its locks: the backfill works at most
-  half the time while the application is there, and at full speed when it is not.
+  last 2 s), the pause is long enough that the backfill works at most ``work_share`` of the time
+  (a quarter by default: the pause three times the batch) while the application is there, and at
+  full speed when it is not.
 
 Each decision is kept (and written in the batch's ledger row) so the notebook can chart them.
 """
@@ -61,6 +62,7 @@ class Throttle:
     max_size: int
     target: float
     max_pause: float
+    work_share: float = 0.5
     pause: float = 0.0
     baseline: int | None = None
     decisions: list[Decision] = field(default_factory=list)
@@ -68,7 +70,8 @@ class Throttle:
     @classmethod
     def for_params(cls, params: RunParams) -> "Throttle":
         return cls(enabled=params.throttle, size=params.batch_size, max_size=params.batch_size,
-                   target=params.seconds("batch_target"), max_pause=params.seconds("max_pause"))
+                   target=params.seconds("batch_target"), max_pause=params.seconds("max_pause"),
+                   work_share=params.work_share)
 
     @property
     def min_size(self) -> int:
@@ -103,10 +106,14 @@ class Throttle:
         else:
             self.pause = self.pause * 0.75 if self.pause * 0.75 >= MIN_PAUSE else 0.0
             why = "on target"
-        if self.enabled and present and self.pause < min(seconds, self.max_pause):
-            # others are using the database: the backfill works at most half the time
-            self.pause = round(min(seconds, self.max_pause), 3)
-            why += f"; {present} other session(s) present: pause as long as the batch"
+        if self.enabled and present == 0 and waiting == 0 and self.pause:  # nobody left to give way to
+            self.pause = 0.0
+            why += "; nobody else there: no pause"
+        least = min(seconds * (1 - self.work_share) / self.work_share, self.max_pause)
+        if self.enabled and present and self.pause < least:
+            # others are using the database: the backfill works at most work_share of the time
+            self.pause = round(least, 3)
+            why += f"; {present} other session(s) present: working {self.work_share:g} of the time"
         decision = Decision(batch=len(self.decisions) + 1, size=size, seconds=round(seconds, 4), waiting=waiting,
                             active=active, present=present, next_size=self.size, pause=round(self.pause, 3), why=why,
                             backed_off=backed_off)
