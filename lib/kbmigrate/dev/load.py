@@ -39,26 +39,18 @@ def members(target: Target, limit: int = 2000) -> list[tuple[uuid.UUID, list[uui
 
 
 def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: int, parent: int, stop: Any, ready: Any,
-            out: Any, rate: float | None = None) -> None:
-    """One client until ``stop``: a transaction after another (``rate`` None: a closed loop, as
-    fast as the server answers), or ``rate`` a second on average, arriving at random (Poisson)
-    whether the last one has finished or not. Each transaction's seconds count from when it
-    arrived, so a client held up counts the wait of those queued behind it (no coordinated
-    omission). (ended at, seconds) of each, sent at the end; its session is named after its process."""
+            out: Any) -> None:
+    """One client: a transaction after another until ``stop`` (a closed loop: at idle, three of
+    them keep two cores about 90 % busy); (ended at, seconds) of each, sent at the end. Its
+    session is named after its process."""
     rng = random.Random(seed)
     read, write = read_sql("bench/load_read.sql"), read_sql("bench/load_write.sql")
     done: list[tuple[float, float]] = []
     with db.connect(target, limits=DEV, autocommit=True, application_name=f"kbmigrate bench load {os.getpid()}") as conn:
         ready.set()
-        arrives = time.perf_counter()
         while not stop.is_set() and os.getppid() == parent:  # a bench killed outright leaves no load behind
             user_id, ids = rng.choice(who)
-            if rate:
-                arrives += rng.expovariate(rate)
-                time.sleep(max(0.0, arrives - time.perf_counter()))
-                t0 = arrives
-            else:
-                t0 = time.perf_counter()
+            t0 = time.perf_counter()
             try:
                 with conn.transaction():  # committed: the load's writes are real
                     claim(conn, user_id)
@@ -72,11 +64,10 @@ def _client(target: Target, who: list[tuple[uuid.UUID, list[uuid.UUID]]], seed: 
 
 
 def during(target: Target, work: Callable[[], None], clients: int = 3,
-           timeline: list[tuple[float, float]] | None = None, rate: float | None = None) -> list[float]:
+           timeline: list[tuple[float, float]] | None = None) -> list[float]:
     """Run ``work()`` while ``clients`` member processes use ``target``: each transaction's seconds
-    (and, into ``timeline``, when each ended and how long it took). ``rate``: each client's
-    transactions a second (``_client``); None, as many as the server takes. The load is connected
-    before ``work`` starts and stops when it returns."""
+    (and, into ``timeline``, when each ended and how long it took). The load is connected before
+    ``work`` starts and stops when it returns."""
     who = members(target)
     spawn = multiprocessing.get_context("spawn")
     stop = spawn.Event()
@@ -86,7 +77,7 @@ def during(target: Target, work: Callable[[], None], clients: int = 3,
     for seed in range(clients):
         ready = spawn.Event()
         receive, send = spawn.Pipe(duplex=False)
-        p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send, rate), daemon=True)
+        p = spawn.Process(target=_client, args=(target, who, seed, os.getpid(), stop, ready, send), daemon=True)
         p.start()
         procs.append(p)
         pipes.append(receive)

@@ -62,7 +62,7 @@ class Throttle:
     max_size: int
     target: float
     max_pause: float
-    work_share: float = 0.5
+    work_share: float
     pause: float = 0.0
     baseline: int | None = None
     decisions: list[Decision] = field(default_factory=list)
