@@ -101,7 +101,9 @@ class Step:
                               "note": "; ".join(filter(None, [
                                   o.detail.get("skipped") or o.detail.get("already"),
                                   f"one round trip with {o.detail['sent_with']} changes (seconds: theirs together)"
-                                  if o.detail.get("sent_with") else None]))} for o in done])
+                                  if o.detail.get("sent_with") else None,
+                                  f"paused_after {o.detail['paused_after']} s: the application is there (work_share)"
+                                  if o.detail.get("paused_after") else None]))} for o in done])
 
     def query(self, source: str | sql.Composable, params: Any = None) -> pd.DataFrame:
         """A query (or ``report/x.sql`` under sql/) as a table."""

@@ -22,6 +22,12 @@ BOUNDS = ("lock_timeout", "statement_timeout", "read_timeout", "index_timeout", 
           "lock_budget_floor")
 
 
+def pause_for(worked: float, share: float, most: float) -> float:
+    """The pause after ``worked`` seconds of work so that the work is ``share`` of the time, at most
+    ``most`` seconds (the one formula behind the steps' and the backfill's give-way pauses)."""
+    return min(worked * (1 - share) / share, most)
+
+
 @dataclass(frozen=True)
 class RunParams:
     membership_table: str = "public.workspace_members"
@@ -92,7 +98,7 @@ class RunParams:
     def pause_after(self, worked: float) -> float:
         """While the application is there: the pause after ``worked`` seconds of the server's work,
         so that the work is ``work_share`` of the time; at most ``max_pause``."""
-        return min(worked * (1 - self.work_share) / self.work_share, self.seconds("max_pause"))
+        return pause_for(worked, self.work_share, self.seconds("max_pause"))
 
     @property
     def membership_split(self) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kbmigrate.engine.params import RunParams
+from kbmigrate.engine.params import RunParams, pause_for
 
 MIN_BATCH = 50
 MIN_PAUSE = 0.02        # seconds: below it a pause is no pause
@@ -109,7 +109,7 @@ class Throttle:
         if self.enabled and present == 0 and waiting == 0 and self.pause:  # nobody left to give way to
             self.pause = 0.0
             why += "; nobody else there: no pause"
-        least = min(seconds * (1 - self.work_share) / self.work_share, self.max_pause)
+        least = pause_for(seconds, self.work_share, self.max_pause)
         if self.enabled and present and self.pause < least:
             # others are using the database: the backfill works at most work_share of the time
             self.pause = round(least, 3)
