@@ -39,16 +39,19 @@ def _messages(trace: Path) -> list[tuple[str, str, str]]:
 
 
 def transactions(messages: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """The explicit transactions the client sent: from its Parse of BEGIN to its Execute of
-    COMMIT or ROLLBACK, the client's Syncs inside (each one a wait for the server) and the
-    statements, in order."""
+    """The explicit transactions the client sent: from its BEGIN to its COMMIT or ROLLBACK, the
+    client's Syncs inside (each one a wait for the server) and the statements, in order. A
+    statement is a Parse (the extended protocol) or a Query (the simple one, which waits for its
+    answer: a Sync of its own)."""
     out: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     for direction, kind, rest in messages:
         if direction != "F":
             continue
-        if kind == "Parse":
-            text = rest.split('"')[3].strip().lower() if rest.count('"') >= 4 else ""
+        if kind in ("Parse", "Query"):
+            quoted = rest.split('"')  # Parse: "" "text" …; Query: "text"
+            at = 3 if kind == "Parse" else 1
+            text = quoted[at].strip().lower() if len(quoted) > at else ""
             if text == "begin":
                 current = {"statements": [], "syncs_inside": 0}
                 out.append(current)
@@ -56,7 +59,7 @@ def transactions(messages: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
                 current["statements"].append(text)
                 if text in ("commit", "rollback"):
                     current["ends"] = text
-        elif kind == "Sync" and current is not None:
+        if (kind == "Sync" or kind == "Query") and current is not None:
             if "ends" in current:
                 current = None
             else:
@@ -123,3 +126,22 @@ def test_the_bench_puts_each_client_with_its_step() -> None:
     assert who("kbmigrate pg_dump run-1") == who("kbmigrate backup run-1") == "01_backup"
     assert who("kbmigrate pooler probe a") == "00_preflight"
     assert who("kbmigrate lock run run-1") == who("kbmigrate summary run-1") == "runner"
+
+
+def test_the_count_sees_a_transaction_that_waits_for_the_server(server: Target) -> None:
+    """The planted fault: a transaction sent as the original package did, one statement at a time
+    (BEGIN, its work, COMMIT, each waiting for its answer), must be counted as waiting twice
+    before its end; the same sent in one pipeline, not at all."""
+    with tempfile.TemporaryDirectory() as tmp, db.connect(server, autocommit=True) as conn:
+        trace = Path(tmp) / "libpq.trace"
+        with trace.open("w") as fh:
+            conn.pgconn.trace(fh.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            for statement in ("begin", "select 1", "commit"):  # three round trips
+                conn.execute(statement)
+            with conn.pipeline():  # one
+                for statement in ("begin", "select 2", "commit"):
+                    conn.execute(statement)
+            conn.pgconn.untrace()
+        sent = transactions(_messages(trace))
+    assert [(t["syncs_inside"], t.get("ends")) for t in sent] == [(2, "commit"), (0, "commit")], sent
