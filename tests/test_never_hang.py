@@ -30,7 +30,11 @@ from kbmigrate.paths import RUNS_DIR
 from conftest import drop, new_demo, run_cli
 
 EXE = Path(sys.executable).parent / "kbmigrate"
-FAST = ["-p", "lock_timeout=500ms", "-p", "lock_retries=0", "--no-progress"]  # one wait, no retry: the bound is the parameter
+# One wait, no retry: the bound is the parameter. 1.5 s, not less: the watcher first looks after
+# a third of it (0.5 s) and then connects, which a loaded CI machine (three test workers on two
+# cores) once made take longer than the 0.33 s that 500 ms left it: the step stopped, rightly
+# naming its blocker, before anyone had said it was waiting.
+FAST = ["-p", "lock_timeout=1500ms", "-p", "lock_retries=0", "--no-progress"]
 BOUND = 45.0  # seconds a blocked step may take in all: kernel start, the waits and retries, the report
 
 
