@@ -38,6 +38,9 @@ def catalog(target: Target) -> dict[str, object]:
                 (["kb_columns", "sections_table", SLOW, "kb_constraints_validate"],))},
             "holding": db.scalar(conn, "select count(*) from pg_locks l join pg_stat_activity a using (pid) "
                                        "where l.relation = 'public.knowledge_base'::regclass "
+                                       # relation oids are per database, and every test database is a copy
+                                       # of one template: another test's run holds the same oid elsewhere
+                                       "and l.database = (select oid from pg_database where datname = current_database()) "
                                        "and a.application_name like 'kbmigrate%%'"),
         }
 
