@@ -59,7 +59,7 @@ def transactions(messages: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
                 current["statements"].append(text)
                 if text in ("commit", "rollback"):
                     current["ends"] = text
-        if (kind == "Sync" or kind == "Query") and current is not None:
+        if kind in ("Sync", "Query") and current is not None:
             if "ends" in current:
                 current = None
             else:
